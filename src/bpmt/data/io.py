@@ -1,0 +1,363 @@
+"""Reading pose sequences from disk: Gait3D's native text layout and OpenGait's pose pickles.
+
+Gait3D layout: `2D_Poses/<ID>/<camidC_videoidV>/<seqK>/human_crop_f<frame>.txt`, each file one
+line of 53 comma-separated floats: crop width, crop height, then 17 x (x, y, conf).
+A sequence is named `<ID>-<camidC_videoidV>-<seqK>`, as in the official split file.
+
+Bad input never becomes a silent wrong array: with `on_error="raise"` the first problem raises
+`DataError` naming the file; with `on_error="skip"` the bad file (or empty sequence) is left out
+and counted in a `ParseReport`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Literal
+
+import numpy as np
+
+from ..errors import DataError
+from ..skeleton import NUM_JOINTS
+
+FIELDS_PER_FILE = 2 + NUM_JOINTS * 3
+FRAME_FILE = re.compile(r"^human_crop_f(\d+)\.txt$")
+CAMERA_VIDEO = re.compile(r"^camid(\d+)_videoid(\d+)$")
+OnError = Literal["raise", "skip"]
+
+
+@dataclass
+class Sequence:
+    """One walking sequence. `keypoints` is `(T, 17, 3)` = x, y, confidence in crop pixels."""
+
+    name: str
+    subject: str
+    camera: str
+    video: str
+    frames: np.ndarray        # (T,) int64 frame numbers, ascending, gaps preserved
+    keypoints: np.ndarray     # (T, 17, 3) float32
+    crop_sizes: np.ndarray    # (T, 2) float32 crop width, height
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclass
+class ParseReport:
+    """What a read saw: counts of files and of problems skipped (in `skip` mode)."""
+
+    sequences: int = 0
+    files: int = 0
+    ignored_files: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def add_problem(self, problem: str, where: str) -> None:
+        self.skipped[problem] += 1
+        if len(self.examples) < 10:
+            self.examples.append(f"{where}: {problem}")
+
+    def merge(self, other: "ParseReport") -> None:
+        self.sequences += other.sequences
+        self.files += other.files
+        self.ignored_files += other.ignored_files
+        self.skipped.update(other.skipped)
+        self.examples.extend(other.examples[: max(0, 10 - len(self.examples))])
+
+    def summary(self) -> str:
+        text = f"{self.sequences} sequences, {self.files} frame files"
+        if self.ignored_files:
+            text += f", {self.ignored_files} non-frame files ignored"
+        if self.skipped:
+            problems = ", ".join(f"{n} x {p}" for p, n in sorted(self.skipped.items()))
+            text += f"; skipped: {problems}"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"sequences": self.sequences, "files": self.files, "ignored_files": self.ignored_files,
+                "skipped": dict(self.skipped), "examples": list(self.examples)}
+
+
+@dataclass(frozen=True)
+class SequenceDir:
+    subject: str
+    camera_video: str
+    seq: str
+    path: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.subject}-{self.camera_video}-{self.seq}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating sequences
+
+
+def resolve_gait3d_root(path: str | os.PathLike) -> Path:
+    """Return the folder whose children are `<ID>` folders (accepts its parent holding `2D_Poses`)."""
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
+    if not root.is_dir():
+        raise DataError(f"{root}: expected a Gait3D 2D_Poses folder or a prepared cache, found a file")
+    for candidate in (root / "2D_Poses", root / "Gait3D" / "2D_Poses"):
+        if candidate.is_dir():
+            return candidate
+    return root
+
+
+def list_sequence_dirs(root: str | os.PathLike, ids: Iterable[str] | None = None) -> list[SequenceDir]:
+    """Every `<ID>/<cam_video>/<seq>` folder under a Gait3D root, sorted by sequence name.
+
+    Only the fixed three levels are visited, so symlink loops cannot trap the walk.
+    """
+    root = resolve_gait3d_root(root)
+    wanted = set(ids) if ids is not None else None
+    found: list[SequenceDir] = []
+    subjects = _subdirs(root)
+    if not subjects:
+        raise DataError(f"{root}: no identity folders found (expected 2D_Poses/<ID>/<camid_videoid>/<seq>/)")
+    for subject in subjects:
+        if wanted is not None and subject not in wanted:
+            continue
+        for camera_video in _subdirs(root / subject):
+            for seq in _subdirs(root / subject / camera_video):
+                found.append(SequenceDir(subject, camera_video, seq, str(root / subject / camera_video / seq)))
+    if wanted is not None:
+        missing = wanted - {d.subject for d in found}
+        if missing and len(missing) == len(wanted):
+            raise DataError(f"{root}: none of the requested identities are present (e.g. {sorted(missing)[:5]})")
+    found.sort(key=lambda d: d.name)
+    return found
+
+
+def _subdirs(path: Path) -> list[str]:
+    try:
+        with os.scandir(path) as entries:
+            return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_frame_text(text: bytes | str, path: str = "<text>") -> np.ndarray:
+    """Parse one frame file's content into 53 float64 values; raise DataError naming `path`."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text") from None
+    stripped = text.strip()
+    if not stripped:
+        raise DataError(f"{path}: empty file")
+    if "\n" in stripped or "\r" in stripped:
+        raise DataError(f"{path}: expected one line, found {len(stripped.splitlines())}")
+    fields = stripped.split(",")
+    if len(fields) != FIELDS_PER_FILE:
+        raise DataError(f"{path}: expected {FIELDS_PER_FILE} comma-separated values "
+                        f"(crop w, crop h, 17 x (x, y, conf)), found {len(fields)}")
+    values = np.empty(FIELDS_PER_FILE, dtype=np.float64)
+    for i, token in enumerate(fields):
+        try:
+            values[i] = float(token)
+        except ValueError:
+            raise DataError(f"{path}: value {i + 1} is not a number: {token.strip()[:40]!r}") from None
+    if not np.isfinite(values).all():
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise DataError(f"{path}: value {bad + 1} is not finite ({fields[bad].strip()})")
+    return values
+
+
+def _fast_parse(contents: list[bytes]) -> np.ndarray | None:
+    """Parse many well-formed frame files at once; None when anything looks off (caller rechecks)."""
+    if any(c.count(b",") != FIELDS_PER_FILE - 1 for c in contents):
+        return None
+    stripped = [c.strip() for c in contents]
+    if any(not c or b"\n" in c or b"\r" in c for c in stripped):
+        return None
+    try:
+        values = np.loadtxt(io.BytesIO(b"\n".join(stripped)), delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError:
+        return None
+    if values.shape != (len(contents), FIELDS_PER_FILE) or not np.isfinite(values).all():
+        return None
+    return values
+
+
+def read_sequence_dir(seq_dir: SequenceDir, on_error: OnError = "raise",
+                      report: ParseReport | None = None) -> Sequence | None:
+    """Read one sequence folder. Returns None when `on_error="skip"` and nothing valid remains."""
+    report = report if report is not None else ParseReport()
+
+    def problem(message: str, where: str) -> None:
+        if on_error == "raise":
+            raise DataError(f"{where}: {message}")
+        report.add_problem(message, where)
+
+    try:
+        with os.scandir(seq_dir.path) as entries:
+            names = [e.name for e in entries]
+    except OSError as exc:
+        problem(f"cannot list folder ({exc.strerror or exc})", seq_dir.path)
+        return None
+
+    numbered: dict[int, str] = {}
+    for name in names:
+        match = FRAME_FILE.match(name)
+        if match is None:
+            report.ignored_files += 1
+            continue
+        frame = int(match.group(1))
+        if frame in numbered:
+            problem(f"duplicate frame number {frame} (also in {numbered[frame]})", os.path.join(seq_dir.path, name))
+            continue
+        numbered[frame] = name
+
+    frames = sorted(numbered)
+    paths = [os.path.join(seq_dir.path, numbered[f]) for f in frames]
+    contents: list[bytes] = []
+    kept_frames: list[int] = []
+    kept_paths: list[str] = []
+    for frame, path in zip(frames, paths):
+        try:
+            with open(path, "rb") as handle:
+                contents.append(handle.read())
+            kept_frames.append(frame)
+            kept_paths.append(path)
+        except OSError as exc:
+            problem(f"unreadable file ({exc.strerror or exc})", path)
+    report.files += len(kept_frames)
+
+    values = _fast_parse(contents)
+    if values is None:  # slow path: find and name each bad file
+        rows, good_frames = [], []
+        for frame, path, content in zip(kept_frames, kept_paths, contents):
+            try:
+                rows.append(parse_frame_text(content, path))
+                good_frames.append(frame)
+            except DataError as exc:
+                problem(str(exc).removeprefix(f"{path}: "), path)
+        kept_frames = good_frames
+        values = np.stack(rows) if rows else np.zeros((0, FIELDS_PER_FILE))
+
+    if len(kept_frames) == 0:
+        problem("empty sequence folder (no human_crop_f<frame>.txt files)" if not frames
+                else "no valid frame files", seq_dir.path)
+        return None
+    report.sequences += 1
+    camera, video = _camera_video(seq_dir.camera_video)
+    return Sequence(
+        name=seq_dir.name,
+        subject=seq_dir.subject,
+        camera=camera,
+        video=video,
+        frames=np.asarray(kept_frames, dtype=np.int64),
+        keypoints=values[:, 2:].reshape(-1, NUM_JOINTS, 3).astype(np.float32),
+        crop_sizes=values[:, :2].astype(np.float32),
+    )
+
+
+def _camera_video(camera_video: str) -> tuple[str, str]:
+    match = CAMERA_VIDEO.match(camera_video)
+    if match is None:
+        return camera_video, ""
+    return match.group(1), match.group(2)
+
+
+def _read_chunk(args: tuple[list[SequenceDir], OnError]) -> tuple[list[Sequence], ParseReport]:
+    dirs, on_error = args
+    report = ParseReport()
+    out = []
+    for d in dirs:
+        seq = read_sequence_dir(d, on_error, report)
+        if seq is not None:
+            out.append(seq)
+    return out, report
+
+
+def read_gait3d(root: str | os.PathLike, ids: Iterable[str] | None = None, workers: int = 1,
+                on_error: OnError = "raise",
+                progress: Callable[[int], None] | None = None) -> tuple[list[Sequence], ParseReport]:
+    """Read every sequence under a Gait3D `2D_Poses` root (optionally only `ids`), in parallel.
+
+    `progress(n)` is called with the number of sequences finished since the last call.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    dirs = list_sequence_dirs(root, ids)
+    report = ParseReport()
+    sequences: list[Sequence] = []
+    chunk = max(1, min(64, len(dirs) // max(1, workers * 8) or 1))
+    chunks = [dirs[i:i + chunk] for i in range(0, len(dirs), chunk)]
+    if workers <= 1 or len(chunks) <= 1:
+        results: Iterable = map(_read_chunk, ((c, on_error) for c in chunks))
+        for (seqs, rep), c in zip(results, chunks):
+            sequences.extend(seqs)
+            report.merge(rep)
+            if progress:
+                progress(len(c))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for (seqs, rep), c in zip(pool.map(_read_chunk, ((c, on_error) for c in chunks)), chunks):
+                sequences.extend(seqs)
+                report.merge(rep)
+                if progress:
+                    progress(len(c))
+    if not sequences:
+        raise DataError(f"{resolve_gait3d_root(root)}: no valid sequences found ({report.summary()})")
+    return sequences, report
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenGait pose pickles
+
+
+def read_pose_pickles(root: str | os.PathLike, allow_pickle: bool = False,
+                      ids: Iterable[str] | None = None) -> list[Sequence]:
+    """Read OpenGait's `<ID>/<type>/<view>/*.pkl` layout, each pickle a `(T, 17, 3)` array.
+
+    Unpickling runs arbitrary code from the file, so this refuses unless `allow_pickle=True`
+    (the CLI's `--allow-pickle`): only open pickles you trust.
+    """
+    import pickle
+
+    if not allow_pickle:
+        raise DataError(f"{root}: reading pose pickles executes code stored in them; "
+                        "pass --allow-pickle (allow_pickle=True) only for files you trust")
+    root = Path(root)
+    wanted = set(ids) if ids is not None else None
+    sequences = []
+    for subject in _subdirs(root):
+        if wanted is not None and subject not in wanted:
+            continue
+        for kind in _subdirs(root / subject):
+            for view in _subdirs(root / subject / kind):
+                folder = root / subject / kind / view
+                pickles = sorted(p for p in folder.iterdir() if p.suffix == ".pkl")
+                for pkl in pickles:
+                    try:
+                        with open(pkl, "rb") as handle:
+                            array = np.asarray(pickle.load(handle), dtype=np.float32)
+                    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a data problem
+                        raise DataError(f"{pkl}: cannot read pose pickle ({type(exc).__name__}: {exc})") from None
+                    if array.ndim != 3 or array.shape[1:] != (NUM_JOINTS, 3) or len(array) == 0:
+                        raise DataError(f"{pkl}: expected a (T, 17, 3) array, found shape {array.shape}")
+                    if not np.isfinite(array).all():
+                        raise DataError(f"{pkl}: contains NaN or infinite values")
+                    name = f"{subject}-{kind}-{view}" + (f"-{pkl.stem}" if len(pickles) > 1 else "")
+                    sequences.append(Sequence(
+                        name=name, subject=subject, camera=view, video=kind,
+                        frames=np.arange(len(array), dtype=np.int64), keypoints=array,
+                        crop_sizes=np.zeros((len(array), 2), dtype=np.float32)))
+    if not sequences:
+        raise DataError(f"{root}: no pose pickles found (expected <ID>/<type>/<view>/*.pkl)")
+    return sequences

@@ -1,0 +1,86 @@
+"""Open DATA, whatever it is (a prepared cache, a Gait3D `2D_Poses` root, or a pose-pickle root),
+and pick identity subsets (`--ids`, `--split Gait3D.json --subset train|test`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..errors import DataError
+from .cache import is_cache, load_cache
+from .corpus import PoseCorpus
+from .io import OnError, ParseReport, read_gait3d, read_pose_pickles
+
+
+def load_split(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read an official-style split file: TRAIN_SET, TEST_SET (identity lists), PROBE_SET (names)."""
+    path = Path(path)
+    try:
+        split = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: split file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(split, dict):
+        raise DataError(f"{path}: expected a JSON object with TRAIN_SET/TEST_SET/PROBE_SET")
+    for key in ("TRAIN_SET", "TEST_SET"):
+        if not isinstance(split.get(key), list):
+            raise DataError(f"{path}: missing list {key}")
+    split.setdefault("PROBE_SET", [])
+    return split
+
+
+def parse_ids(spec: str | Iterable[str] | None) -> list[str] | None:
+    """`--ids` accepts a comma-separated list or a file with one identity per line (or commas)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, str):
+        return [str(s) for s in spec]
+    if os.path.isfile(spec):
+        text = Path(spec).read_text()
+        ids = [tok.strip() for line in text.splitlines() for tok in line.split(",") if tok.strip()
+               and not tok.strip().startswith("#")]
+    else:
+        ids = [tok.strip() for tok in spec.split(",") if tok.strip()]
+    if not ids:
+        raise DataError(f"--ids {spec!r}: no identities given")
+    return ids
+
+
+def resolve_ids(ids: str | Iterable[str] | None = None, split: str | os.PathLike | None = None,
+                subset: str | None = None) -> list[str] | None:
+    """Combine `--ids` and `--split/--subset` into one identity list (their intersection)."""
+    chosen = parse_ids(ids)
+    if split is not None:
+        if subset not in ("train", "test"):
+            raise DataError("--split needs --subset train or --subset test")
+        from_split = load_split(split)["TRAIN_SET" if subset == "train" else "TEST_SET"]
+        chosen = from_split if chosen is None else [i for i in chosen if i in set(from_split)]
+    elif subset is not None:
+        raise DataError("--subset needs --split FILE")
+    return chosen
+
+
+def open_data(path: str | os.PathLike, ids: Iterable[str] | None = None, *, workers: int = 1,
+              on_error: OnError = "raise", pose_format: str = "auto", allow_pickle: bool = False,
+              progress: Callable[[int], None] | None = None) -> tuple[PoseCorpus, ParseReport | None]:
+    """Open DATA as a `PoseCorpus`, keeping only `ids` when given.
+
+    Returns the corpus and, for raw input, the parse report (None for a cache).
+    """
+    path = Path(path)
+    if pose_format not in ("auto", "gait3d", "pkl"):
+        raise DataError(f"unknown pose format {pose_format!r} (auto, gait3d, pkl)")
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    ids = list(ids) if ids is not None else None
+    if is_cache(path):
+        corpus = load_cache(path)
+        return (corpus.select_ids(ids) if ids is not None else corpus), None
+    if pose_format == "pkl":
+        sequences = read_pose_pickles(path, allow_pickle=allow_pickle, ids=ids)
+        return PoseCorpus.from_sequences(sequences, source=str(path)), None
+    sequences, report = read_gait3d(path, ids=ids, workers=workers, on_error=on_error, progress=progress)
+    return PoseCorpus.from_sequences(sequences, source=str(path)), report
