@@ -111,9 +111,170 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 # [cmd-functions: synth, show]
 
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data.synth import write_synthetic
+
+    if args.seed < 0:
+        raise BPMTError(f"--seed must be >= 0, got {args.seed}")
+    start = time.perf_counter()
+    total = args.subjects * args.sequences_per_subject
+    with tqdm(total=total, unit="seq", desc="synth", file=sys.stderr) as bar:
+        root = write_synthetic(args.out, args.subjects, args.sequences_per_subject, seed=args.seed,
+                               progress=bar.update)
+    print(f"wrote {root}: {args.subjects} subjects x {args.sequences_per_subject} sequences "
+          f"(seed {args.seed}) in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    import difflib
+
+    from .errors import DataError
+    from .render import render_sequence
+
+    corpus, _ = load_data(args)
+    try:
+        index = corpus.index_of(args.sequence)
+    except DataError:
+        close = difflib.get_close_matches(args.sequence, corpus.names, n=5, cutoff=0.5)
+        examples = close or corpus.names[:5]
+        raise DataError(f"{corpus.source}: no sequence named {args.sequence!r} among {len(corpus)}; "
+                        f"{'did you mean' if close else 'e.g.'} {', '.join(examples)}") from None
+    sequence = corpus.sequence(index)
+    out = render_sequence(sequence, args.out, frames=args.frames, partition=args.partition)
+    print(f"wrote {out}: {sequence.name}, {len(sequence)} frames")
+    return 0
+
 # [cmd-functions: score]
+def cmd_score(args: argparse.Namespace) -> int:
+    from .data.source import load_split
+    from .evaluation.protocols import label_of, leave_one_out, load_embeddings, official_protocol
+    from .evaluation.report import format_results
+
+    protocol = args.protocol or ("both" if args.split else "loo")
+    if protocol in ("official", "both") and not args.split:
+        raise BPMTError(f"--protocol {protocol} needs --split FILE (the PROBE_SET lives there)")
+    embeddings, names = load_embeddings(args.embeddings)
+    results = {}
+    if protocol in ("official", "both"):
+        probes = load_split(args.split)["PROBE_SET"]
+        try:
+            results["official"] = official_protocol(embeddings, names, probes, metric=args.metric)
+        except BPMTError as exc:
+            raise BPMTError(f"{args.embeddings}: official protocol with {args.split}: {exc}") from None
+    if protocol in ("loo", "both"):
+        results["loo"] = leave_one_out(embeddings, [label_of(n) for n in names], metric=args.metric)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(f"{args.embeddings}: {len(names)} sequences, {len(set(map(label_of, names)))} identities, "
+              f"metric {args.metric}")
+        print(format_results(results))
+    return 0
+
 
 # [cmd-functions: train, evaluate, embed, demo]
+
+
+def _overrides_from_flags(args: argparse.Namespace) -> list[str]:
+    flags = {"devices": "engine.devices", "strategy": "engine.strategy", "accelerator": "engine.accelerator",
+             "precision": "engine.precision", "num_nodes": "engine.num_nodes"}
+    extra = [f"{key}={getattr(args, flag)}" for flag, key in flags.items() if getattr(args, flag, None) is not None]
+    return list(args.overrides) + extra
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .engine.trainer import train
+
+    config = load_config(args.config, _overrides_from_flags(args))
+    out = args.out or os.path.join("runs", f"{os.path.splitext(os.path.basename(args.config or 'default'))[0]}-"
+                                   f"{time.strftime('%Y%m%d-%H%M%S')}")
+    corpus, _ = load_data(args)
+    print(f"training {corpus.stats()['identities']} identities, {len(corpus)} sequences -> {out}", file=sys.stderr)
+    run = train(config, corpus, out, stage=args.stage, resume=args.resume,
+                report=lambda m: print(m, file=sys.stderr), data_description=args.data)
+    print(f"run folder: {run.root}")
+    if run.model.is_file():
+        print(f"exported model: {run.model}")
+    return 0
+
+
+def _embed_with_progress(model, config, corpus):
+    from tqdm import tqdm
+
+    from .evaluation.evaluate import embed_corpus, num_test_items
+
+    with tqdm(total=num_test_items(config, corpus), desc="embedding", unit="chunk", file=sys.stderr,
+              leave=False) as bar:
+        return embed_corpus(model, config, corpus, progress=bar.update)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.source import load_split, resolve_ids
+    from .engine.export import load_recognizer
+    from .evaluation.evaluate import score_embeddings
+    from .evaluation.report import format_results
+
+    model, config, _, _ = load_recognizer(args.run)
+    ids = resolve_ids(args.ids, args.split if args.subset else None, args.subset)
+    args.ids, args.subset, split_file, args.split = ids, None, args.split, None
+    corpus, _ = load_data(args, quiet=args.json)
+    embeddings = _embed_with_progress(model, config, corpus)
+    protocols = ("official", "loo") if split_file else ("loo",)
+    probes = load_split(split_file)["PROBE_SET"] if split_file else None
+    results = score_embeddings(embeddings, corpus.names, corpus.subjects, args.metric or config.eval.metric,
+                               probes, protocols)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_results(results))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .engine.export import load_recognizer
+
+    model, config, _, fingerprint = load_recognizer(args.run)
+    corpus, _ = load_data(args)
+    embeddings = _embed_with_progress(model, config, corpus)
+    out = args.out if args.out.endswith(".npz") else args.out + ".npz"
+    tmp = out + ".tmp.npz"
+    np.savez(tmp, embeddings=embeddings, seqs=np.array(corpus.names), model_sha256=fingerprint)
+    os.replace(tmp, out)
+    print(f"wrote {out}: {embeddings.shape[0]} sequences x {embeddings.shape[1]} dimensions")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    from .evaluation.report import format_results
+
+    start = time.perf_counter()
+    result = run_demo(args.out, subjects=args.subjects, sequences_per_subject=args.sequences_per_subject,
+                      test_subjects=args.test_subjects, seed=args.seed, overrides=args.overrides,
+                      report=lambda m: print(m, file=sys.stderr))
+    print(f"BPMT demo: trained on {len(result.train_ids)} synthetic identities, "
+          f"leave-one-out retrieval on {len(result.test_ids)} held-out identities "
+          f"({time.perf_counter() - start:.0f}s)")
+    print(format_results(result.metrics))
+    print(f"run folder: {result.run}")
+    return 0
 
 # ---------------------------------------------------------------------------------------------
 
@@ -140,9 +301,70 @@ def build_parser() -> argparse.ArgumentParser:
 
     # [parsers: synth, show]
 
+    p = sub.add_parser("synth", help="write a synthetic walker dataset in Gait3D's native layout")
+    p.add_argument("out", metavar="OUT", help="folder to create; the data goes to OUT/2D_Poses")
+    p.add_argument("--subjects", type=_positive_int, default=20, help="identities (default: %(default)s)")
+    p.add_argument("--sequences-per-subject", type=_positive_int, default=6,
+                   help="sequences per identity (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default: %(default)s)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("show", help="draw a sequence, each body part in its own colour (PNG grid or GIF)")
+    add_data_args(p)
+    p.add_argument("--sequence", required=True, metavar="NAME", help="sequence name, e.g. 0000-camid3_videoid1-seq0")
+    p.add_argument("--out", required=True, metavar="FILE", help="image to write: .png for a grid of frames, .gif to animate")
+    p.add_argument("--frames", type=_positive_int, default=None,
+                   help="frames to draw, evenly spaced (default: 8 for a grid, every frame for a GIF)")
+    p.add_argument("--partition", default="default", choices=sorted(PARTITIONS),
+                   help="body-part partition that decides the colours (default: %(default)s)")
+    p.set_defaults(func=cmd_show)
+
     # [parsers: score]
+    p = sub.add_parser("score", help="retrieval metrics (Rank-k, mAP, mINP) of saved embeddings")
+    p.add_argument("embeddings", metavar="EMB.npz", help="file with 'embeddings' (N, D) and 'seqs' (N names)")
+    p.add_argument("--split", help="official-style split file; its PROBE_SET defines the probes")
+    p.add_argument("--protocol", choices=["official", "loo", "both"],
+                   help="official probe/gallery, leave-one-out, or both (default: both with --split, else loo)")
+    p.add_argument("--metric", choices=["euc", "cos"], default="euc", help="distance (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_score)
 
     # [parsers: train, evaluate, embed, demo]
+    p = sub.add_parser("train", help="train BPMT (phase 1, phase 2, finetune) into a run folder")
+    p.add_argument("--config", help="YAML config (default: built-in defaults; see configs/)")
+    add_data_args(p, data_flag=True)
+    p.add_argument("--out", help="run folder (default: runs/<config>-<time>)")
+    p.add_argument("--stage", choices=["phase1", "phase2", "finetune", "all"], default="all")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--devices", type=int, help="devices per node (engine.devices)")
+    p.add_argument("--strategy", help="e.g. ddp (engine.strategy)")
+    p.add_argument("--accelerator", help="cpu, gpu, auto (engine.accelerator)")
+    p.add_argument("--precision", help="32-true, bf16-mixed, ... (engine.precision)")
+    p.add_argument("--num-nodes", dest="num_nodes", type=int, help="nodes (engine.num_nodes)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1 finetune.steps=500")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="embed DATA with a trained model and print Gait3D metrics")
+    p.add_argument("run", metavar="RUN", help="run folder or exported model.safetensors")
+    add_data_args(p, data_flag=True)
+    p.add_argument("--metric", choices=["euc", "cos"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("embed", help="write embeddings of DATA as EMB.npz (embeddings + seqs)")
+    p.add_argument("run", metavar="RUN", help="run folder or exported model.safetensors")
+    add_data_args(p, data_flag=True)
+    p.add_argument("--out", required=True, help="output .npz")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("demo", help="the main job: synthesise walkers, train all phases, evaluate")
+    p.add_argument("--out", help="folder for the synthetic data and the run (default: a temp folder)")
+    p.add_argument("--subjects", type=int, default=60)
+    p.add_argument("--sequences-per-subject", type=int, default=8)
+    p.add_argument("--test-subjects", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.set_defaults(func=cmd_demo)
 
     return parser
 

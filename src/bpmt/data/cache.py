@@ -7,7 +7,8 @@ Layout (`CACHE/`):
   crop_sizes.f32  (F, 2) float32
   frames.i64      (F,) int64
 
-Writing streams sequences to disk as workers finish them (memory stays bounded by one chunk), in
+Writing streams sequences to disk as workers finish them (memory stays bounded by a few chunks per
+worker), in
 a temporary folder that is renamed into place only when complete: an interrupted `prepare` never
 leaves a cache that loads. Loading checks the source folder's fingerprint and refuses a stale cache.
 """
@@ -19,9 +20,10 @@ import json
 import os
 import shutil
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -44,17 +46,21 @@ def is_cache(path: str | os.PathLike) -> bool:
 
 
 def source_fingerprint(root: str | os.PathLike, ids: Iterable[str] | None = None) -> str:
-    """Hash of the modification times of the identity, camera and sequence folders.
+    """Hash of the paths, modification times and sizes of the identity, camera and sequence folders.
 
     A folder's mtime changes when files are added, removed or renamed in it, so this catches new,
     deleted or renamed frames and sequences in a few milliseconds; an in-place edit of a frame
     file's content is not caught (rebuild with `bpmt prepare` after editing files).
     """
     digest = hashlib.sha256()
+    seen: set[str] = set()
     for d in list_sequence_dirs(root, ids):
         for path in (os.path.dirname(os.path.dirname(d.path)), os.path.dirname(d.path), d.path):
-            digest.update(path.encode())
-            digest.update(str(os.stat(path).st_mtime_ns).encode())
+            if path in seen:
+                continue
+            seen.add(path)
+            info = os.stat(path)
+            digest.update(f"{path}\0{info.st_mtime_ns}\0{info.st_size}\0".encode())
     return digest.hexdigest()
 
 
@@ -83,7 +89,7 @@ def build_cache(src: str | os.PathLike, out: str | os.PathLike, ids: Iterable[st
         jobs = ((c, on_error) for c in chunks)
         pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
         try:
-            results = pool.map(_read_chunk, jobs) if pool else map(_read_chunk, jobs)
+            results = _bounded_map(pool, _read_chunk, jobs, 4 * workers) if pool else map(_read_chunk, jobs)
             for (sequences, chunk_report), c in zip(results, chunks):
                 report.merge(chunk_report)
                 for s in sequences:
@@ -117,6 +123,18 @@ def build_cache(src: str | os.PathLike, out: str | os.PathLike, ids: Iterable[st
     return load_cache(out, check_source=False), report
 
 
+def _bounded_map(pool: ProcessPoolExecutor, fn, jobs: Iterable, window: int) -> Iterator:
+    """`pool.map` in order, keeping at most `window` jobs in flight (`Executor.map` submits all at
+    once, so finished results would pile up in memory while the writer catches up)."""
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _write_json(path: Path, obj) -> None:
     with open(path, "w") as handle:
         json.dump(obj, handle, separators=(",", ":"))
@@ -129,8 +147,14 @@ def _replace_dir(new: Path, target: Path) -> None:
     old = None
     if target.exists():
         old = target.parent / f".{target.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
-    os.replace(new, target)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -145,9 +169,21 @@ def load_cache(path: str | os.PathLike, check_source: bool = True) -> PoseCorpus
         raise DataError(f"{path}: incomplete cache, missing {Path(exc.filename).name}; rebuild it with bpmt prepare") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: corrupt cache index ({exc}); rebuild it with bpmt prepare") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise DataError(f"{path}: not a BPMT cache of format version {VERSION}; rebuild it with bpmt prepare")
-    rows = int(manifest["frames"])
+    try:
+        rows = int(manifest["frames"])
+        source = manifest["source"]
+        starts = np.array([s["start"] for s in index], dtype=np.int64)
+        lengths = np.array([s["length"] for s in index], dtype=np.int64)
+        names = [str(s["name"]) for s in index]
+        subjects, cameras, videos = ([str(s[k]) for s in index] for k in ("subject", "camera", "video"))
+        root, ids, fingerprint = source["root"], source["ids"], source["fingerprint"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt cache index ({type(exc).__name__}: {exc}); rebuild it with bpmt prepare") from None
+    if (len(index) != manifest.get("sequences") or (lengths < 1).any() or (starts < 0).any()
+            or (starts + lengths > rows).any()):
+        raise DataError(f"{path}: corrupt cache index (sequence rows out of range); rebuild it with bpmt prepare")
     arrays = {}
     for name, (dtype, trailing) in ARRAYS.items():
         file = path / name
@@ -156,16 +192,16 @@ def load_cache(path: str | os.PathLike, check_source: bool = True) -> PoseCorpus
         if size != expected:
             raise DataError(f"{file}: expected {expected} bytes, found {size}; the cache is damaged, rebuild it")
         arrays[name] = np.memmap(file, dtype=dtype, mode="r", shape=(rows, *trailing)) if rows else np.zeros((0, *trailing), dtype)
-    source = manifest["source"]
-    if check_source and Path(source["root"]).is_dir():
-        if source_fingerprint(source["root"], source["ids"]) != source["fingerprint"]:
-            raise DataError(f"{path}: stale cache: {source['root']} changed since the cache was built; "
-                            "rebuild it with bpmt prepare")
+    if check_source and Path(root).is_dir():
+        try:
+            current = source_fingerprint(root, ids)
+        except DataError as exc:
+            current = f"unlistable: {exc}"
+        if current != fingerprint:
+            raise DataError(f"{path}: stale cache: {root} changed since the cache was built "
+                            "(frame files or sequences added, removed or renamed); rebuild it with bpmt prepare")
     return PoseCorpus(
         keypoints=arrays["keypoints.f32"], crop_sizes=arrays["crop_sizes.f32"], frames=arrays["frames.i64"],
-        starts=np.array([s["start"] for s in index], dtype=np.int64),
-        lengths=np.array([s["length"] for s in index], dtype=np.int64),
-        names=[s["name"] for s in index], subjects=[s["subject"] for s in index],
-        cameras=[s["camera"] for s in index], videos=[s["video"] for s in index],
+        starts=starts, lengths=lengths, names=names, subjects=subjects, cameras=cameras, videos=videos,
         source=str(path),
     )

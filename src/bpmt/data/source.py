@@ -25,10 +25,13 @@ def load_split(path: str | os.PathLike) -> dict[str, list[str]]:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(split, dict):
         raise DataError(f"{path}: expected a JSON object with TRAIN_SET/TEST_SET/PROBE_SET")
-    for key in ("TRAIN_SET", "TEST_SET"):
+    split.setdefault("PROBE_SET", [])
+    for key in ("TRAIN_SET", "TEST_SET", "PROBE_SET"):
         if not isinstance(split.get(key), list):
             raise DataError(f"{path}: missing list {key}")
-    split.setdefault("PROBE_SET", [])
+        if not all(isinstance(item, str) for item in split[key]):
+            # IDs are zero-padded folder names: 2 is not "0002", so numbers would silently match nothing.
+            raise DataError(f"{path}: {key} must list strings (identity folder names such as \"0002\")")
     return split
 
 
@@ -39,9 +42,13 @@ def parse_ids(spec: str | Iterable[str] | None) -> list[str] | None:
     if not isinstance(spec, str):
         return [str(s) for s in spec]
     if os.path.isfile(spec):
-        text = Path(spec).read_text()
-        ids = [tok.strip() for line in text.splitlines() for tok in line.split(",") if tok.strip()
-               and not tok.strip().startswith("#")]
+        try:
+            text = Path(spec).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{spec}: cannot read identity list ({exc})") from None
+        ids = [tok.strip() for line in text.splitlines() for tok in line.split("#")[0].split(",") if tok.strip()]
+    elif "/" in spec or os.sep in spec:  # identity names never contain a separator: a missing file
+        raise DataError(f"--ids {spec}: no such file")
     else:
         ids = [tok.strip() for tok in spec.split(",") if tok.strip()]
     if not ids:
@@ -56,8 +63,15 @@ def resolve_ids(ids: str | Iterable[str] | None = None, split: str | os.PathLike
     if split is not None:
         if subset not in ("train", "test"):
             raise DataError("--split needs --subset train or --subset test")
-        from_split = load_split(split)["TRAIN_SET" if subset == "train" else "TEST_SET"]
-        chosen = from_split if chosen is None else [i for i in chosen if i in set(from_split)]
+        key = "TRAIN_SET" if subset == "train" else "TEST_SET"
+        from_split = load_split(split)[key]
+        if chosen is None:
+            chosen = from_split
+        else:
+            allowed = set(from_split)
+            chosen = [i for i in chosen if i in allowed]
+            if not chosen:
+                raise DataError(f"none of the --ids identities is in {key} of {split}")
     elif subset is not None:
         raise DataError("--subset needs --split FILE")
     return chosen

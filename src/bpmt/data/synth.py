@@ -1,0 +1,465 @@
+"""Synthetic walkers: the built-in dataset, written in Gait3D's native layout.
+
+Each subject has a stable gait signature (body proportions, cadence, stride, arm swing, lean,
+left/right asymmetry, sway); each sequence adds nuisance (which camera, walking direction,
+distance, speed, length, detector noise, missing joints, dropped frames). The pipeline, in the
+order of this file:
+
+    sample_cameras / sample_signature / sample_conditions      (seeded random draws)
+    walk_3d        signature + conditions -> (T, 20, 3) world points, metres, z up
+    project        pinhole camera        -> (T, 20, 2) image pixels, y down
+    detect         person crop + detector noise, low confidence, dropped frames -> SyntheticWalk
+    write_synthetic  subjects x sequences -> `2D_Poses/<ID>/<camidC_videoidV>/<seqK>/human_crop_f<frame>.txt`
+
+`walk_3d` and `project` are deterministic; `detect` draws only from the generator it is given,
+so a dataset is a pure function of its seed.
+
+The nuisance is tuned so that identity is learnable (proportions, cadence and arm swing survive
+every view) while raw crop coordinates are a poor signature: `benchmarks/synth_baseline.py`
+measures nearest-neighbour retrieval on raw keypoints.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import DataError
+from ..skeleton import NUM_JOINTS
+from .io import Sequence
+
+FPS = 25.0                      # Gait3D's frame rate
+NUM_CAMERAS = 8                 # scene cameras shared by all subjects, like a Gait3D venue
+VIDEOS_PER_SUBJECT = 3
+PROPORTION_SPREAD = 0.07        # log-std of each body segment around the anthropometric mean
+CLOTHING_OFFSET = 0.0225        # std of the per-subject joint offsets that clothing causes, fraction of height
+CARRY_RATE = 0.3                # subjects that walk with something in one hand
+HEADING_SPREAD = 0.3            # radians a visit's path strays from its camera's corridor
+# 17 COCO joints, then three helper points that only shape the person box: head top, two soles.
+HEAD_TOP, LEFT_SOLE, RIGHT_SOLE = 17, 18, 19
+NUM_POINTS = 20
+
+# Typical detector confidence per COCO joint (face and trunk are easy, wrists and ankles less so).
+_BASE_CONFIDENCE = np.array([0.93, 0.92, 0.92, 0.88, 0.88, 0.90, 0.90, 0.84, 0.84,
+                             0.78, 0.78, 0.82, 0.82, 0.84, 0.84, 0.79, 0.79])
+# Faces are found precisely; clothing moves the detected shoulders, hips and limbs.
+_CLOTHING_SCALE = np.array([0.3] * 5 + [1.0] * 12)
+_LEFT_JOINTS = np.array([1, 3, 5, 7, 9, 11, 13, 15])
+_RIGHT_JOINTS = np.array([2, 4, 6, 8, 10, 12, 14, 16])
+
+
+# ---------------------------------------------------------------------------------------------
+# What is drawn: subject signature, scene cameras, sequence conditions
+
+
+@dataclass(frozen=True, eq=False)
+class GaitSignature:
+    """A subject's stable way of walking. Lengths in metres, angles in radians."""
+
+    height: float
+    thigh: float              # hip -> knee
+    shin: float               # knee -> ankle
+    ankle_height: float       # ankle -> sole
+    torso: float              # mid-hip -> mid-shoulder
+    neck: float               # mid-shoulder -> head centre
+    head: float               # head radius
+    shoulder_width: float
+    hip_width: float
+    upper_arm: float
+    forearm: float
+    cadence: float            # steps per minute at the subject's natural speed
+    stride_length: float      # metres per gait cycle (two steps) at natural speed
+    knee_flexion: float       # peak extra knee flexion in swing
+    arm_swing: float          # shoulder swing amplitude
+    elbow_bend: float         # resting elbow flexion
+    arm_abduction: float      # arms held away from the body
+    torso_lean: float         # forward lean
+    head_forward: float       # head carried in front of the shoulders (metres)
+    leg_asymmetry: float      # left leg swings (1 + a), right (1 - a)
+    arm_asymmetry: float
+    phase_asymmetry: float    # right leg lags half a cycle plus this
+    sway: float               # lateral pelvis sway amplitude (metres)
+    bob: float                # vertical pelvis bob amplitude (metres)
+    pelvis_yaw: float         # pelvis rotation amplitude
+    leg_abduction: float      # legs angled outward (wide gait) or inward
+    carrying: int             # +1 / -1: left / right hand holds something (bag, phone), 0: free
+    carry_elbow: float        # elbow flexion of the carrying arm
+    joint_offsets: np.ndarray  # (17, 3) where clothing and hair move each detected joint (forward, left, up), metres
+
+
+@dataclass(frozen=True)
+class SceneCamera:
+    """A fixed surveillance camera; people pass it along a preferred corridor."""
+
+    height: float             # metres above the floor
+    focal: float              # pixels
+    distance: float           # typical distance of the corridor from the camera (metres)
+    corridor: float           # corridor direction relative to the optical axis (radians)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One pass of a subject along a camera's corridor; it may be recorded as several sequences."""
+
+    camera_id: int
+    video: int
+    heading: float            # walking direction; 0 = straight away from the camera, pi/2 = to its left
+    distance: float           # metres from the camera to the path's midpoint, along the optical axis
+    lateral_offset: float     # metres the path's midpoint sits left of the optical axis
+
+
+@dataclass(frozen=True)
+class SequenceConditions:
+    """Everything about one recording that is not the subject."""
+
+    camera_height: float
+    focal: float
+    distance: float
+    lateral_offset: float
+    heading: float
+    speed: float              # multiplies the subject's natural speed (cadence and stride share it)
+    num_frames: int           # frames before drops
+    start_phase: float
+    first_frame: int
+    noise: float              # keypoint noise std, fraction of the person-box height
+    box_jitter: float         # detector box edge noise, fraction of the box height
+    crop_margin: float        # crop padding around the person, fraction of the box height
+    miss_rate: float          # chance that a joint starts a low-confidence spell in a frame
+    swap_rate: float          # chance per frame that the detector swaps the knees and ankles
+    drop_rate: float          # chance per frame that the detection is missing
+
+
+@dataclass
+class SyntheticWalk:
+    """One generated sequence, as the Gait3D files will hold it."""
+
+    frames: np.ndarray        # (T,) int64 frame numbers, ascending, with gaps
+    keypoints: np.ndarray     # (T, 17, 3) float32 x, y in crop pixels, confidence
+    crop_sizes: np.ndarray    # (T, 2) float32 crop width, height in pixels
+
+
+def sample_cameras(rng: np.random.Generator, count: int = NUM_CAMERAS) -> list[SceneCamera]:
+    return [SceneCamera(height=rng.uniform(2.2, 4.5), focal=rng.uniform(1100.0, 2000.0),
+                        distance=rng.uniform(6.0, 11.0), corridor=rng.uniform(0.0, 2 * math.pi))
+            for _ in range(count)]
+
+
+def sample_signature(rng: np.random.Generator) -> GaitSignature:
+    """Draw one subject. Proportions follow anthropometric tables, each varied by ~5-6%."""
+    height = float(np.clip(rng.normal(1.70, 0.09), 1.48, 1.98))
+
+    def part(fraction: float, spread: float = PROPORTION_SPREAD) -> float:
+        return height * fraction * float(np.exp(rng.normal(0.0, spread)))
+
+    leg = part(0.245) + part(0.246)
+    return GaitSignature(
+        height=height,
+        thigh=part(0.245), shin=part(0.246), ankle_height=part(0.039, 0.03),
+        torso=part(0.288), neck=part(0.117, 0.04), head=part(0.062, 0.05),
+        shoulder_width=part(0.225, 0.07), hip_width=part(0.150, 0.08),
+        upper_arm=part(0.186), forearm=part(0.146),
+        cadence=rng.uniform(95.0, 125.0),
+        stride_length=leg * rng.uniform(1.35, 1.75),
+        knee_flexion=math.radians(rng.uniform(40.0, 60.0)),
+        arm_swing=math.radians(rng.uniform(6.0, 35.0)),
+        elbow_bend=math.radians(rng.uniform(5.0, 25.0)),
+        arm_abduction=math.radians(rng.uniform(3.0, 14.0)),
+        torso_lean=math.radians(rng.uniform(-2.0, 12.0)),
+        head_forward=height * rng.uniform(-0.01, 0.04),
+        leg_asymmetry=rng.normal(0.0, 0.06),
+        arm_asymmetry=rng.normal(0.0, 0.15),
+        phase_asymmetry=rng.normal(0.0, 0.08),
+        sway=rng.uniform(0.01, 0.045),
+        bob=rng.uniform(0.012, 0.035),
+        pelvis_yaw=math.radians(rng.uniform(2.0, 9.0)),
+        leg_abduction=math.radians(rng.uniform(-2.0, 5.0)),
+        carrying=int(rng.choice([1, -1])) if rng.random() < CARRY_RATE else 0,
+        carry_elbow=math.radians(rng.uniform(10.0, 100.0)),
+        joint_offsets=rng.normal(0.0, CLOTHING_OFFSET * height, (NUM_JOINTS, 3)) * _CLOTHING_SCALE[:, None],
+    )
+
+
+def sample_route(rng: np.random.Generator, sequences: int, cameras: list[SceneCamera]) -> list[Visit]:
+    """Where a subject's sequences were filmed, one `Visit` per sequence.
+
+    Like a Gait3D shopper, a subject passes a few cameras and is often recorded several times
+    along the same stretch, so sequences come in visits of about two.
+    """
+    visits = []
+    for _ in range(max(1, math.ceil(sequences / 2))):
+        camera_id = int(rng.integers(len(cameras)))
+        camera = cameras[camera_id]
+        visits.append(Visit(
+            camera_id=camera_id,
+            video=int(rng.integers(1, VIDEOS_PER_SUBJECT + 1)),
+            heading=camera.corridor + math.pi * int(rng.integers(2)) + rng.normal(0.0, HEADING_SPREAD),
+            distance=camera.distance * rng.uniform(0.8, 1.2),
+            lateral_offset=rng.normal(0.0, 1.0),
+        ))
+    return [visits[k % len(visits)] for k in range(sequences)]
+
+
+def sample_conditions(rng: np.random.Generator, visit: Visit, camera: SceneCamera, signature: GaitSignature,
+                      min_frames: int = 40, max_frames: int = 160) -> SequenceConditions:
+    """Draw one recording during `visit`: exact path, speed, length and detector quality."""
+    num_frames = int(rng.integers(min_frames, max_frames + 1))
+    speed = rng.uniform(0.85, 1.15)
+    # Keep the whole path well in front of the camera, whichever way it is walked.
+    half_path = 0.5 * num_frames / FPS * signature.stride_length * signature.cadence / 120.0 * speed
+    return SequenceConditions(
+        camera_height=camera.height,
+        focal=camera.focal,
+        distance=max(visit.distance * rng.uniform(0.9, 1.1), half_path + 3.0),
+        lateral_offset=visit.lateral_offset + rng.normal(0.0, 0.3),
+        heading=visit.heading + rng.normal(0.0, 0.1),
+        speed=speed,
+        num_frames=num_frames,
+        start_phase=rng.uniform(0.0, 2 * math.pi),
+        first_frame=int(rng.integers(0, 20000)),
+        noise=rng.uniform(0.004, 0.015),
+        box_jitter=rng.uniform(0.005, 0.02),
+        crop_margin=rng.uniform(0.06, 0.12),
+        miss_rate=rng.uniform(0.0, 0.006),
+        swap_rate=rng.uniform(0.0, 0.01),
+        drop_rate=rng.uniform(0.0, 0.06),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 3D kinematics
+
+
+def _knee_profile(phase: np.ndarray) -> np.ndarray:
+    """Knee flexion shape over one leg's cycle, in [0, 1]: a big peak in mid swing, a small one after heel strike.
+
+    Hip flexion is `sin(phase)`, so swing runs from toe-off (~ -pi/2) to heel strike (pi/2). The
+    knee bends slowly through push-off and early swing and straightens quickly before heel strike.
+    """
+    def bump(centre: float, rise: float, fall: float) -> np.ndarray:
+        offset = np.angle(np.exp(1j * (phase - centre)))     # wrapped to (-pi, pi]
+        return np.exp(-0.5 * (offset / np.where(offset < 0, rise, fall)) ** 2)
+
+    return bump(0.4, 0.9, 0.45) + 0.25 * bump(3 * math.pi / 4, 0.4, 0.4)
+
+
+def walk_3d(signature: GaitSignature, conditions: SequenceConditions) -> np.ndarray:
+    """`(T, 20, 3)` world positions (metres, z up) of the 17 joints plus head top and soles.
+
+    The camera sits at `(0, 0, camera_height)` looking along +x; the path is a straight line.
+    """
+    s, c = signature, conditions
+    t = np.arange(c.num_frames) / FPS                                          # (T,)
+    frequency = s.cadence / 120.0 * math.sqrt(c.speed)                         # gait cycles per second
+    stride = s.stride_length * math.sqrt(c.speed)
+    phase = 2 * math.pi * frequency * t + c.start_phase                        # (T,)
+
+    forward = np.array([math.cos(c.heading), math.sin(c.heading), 0.0])
+    left = np.array([-math.sin(c.heading), math.cos(c.heading), 0.0])
+    up = np.array([0.0, 0.0, 1.0])
+
+    def vec(scalars: np.ndarray, direction: np.ndarray) -> np.ndarray:        # (T,) x (3,) -> (T, 3)
+        return np.asarray(scalars)[:, None] * direction
+
+    def sagittal(angle: np.ndarray, side: float = 0.0, abduction: float = 0.0) -> np.ndarray:
+        """Unit vector hanging down, swung forward by `angle`, tilted outward by `abduction`."""
+        hanging = vec(np.sin(angle), forward) - vec(np.cos(angle), up)
+        return math.cos(abduction) * hanging + math.sin(abduction) * side * left
+
+    leg = s.thigh + s.shin
+    hip_swing = math.asin(min(stride / (4 * leg), 0.55))                       # step = 2 leg sin(swing)
+    hip_height = s.ankle_height + leg * math.cos(0.6 * hip_swing)
+    midpoint = np.array([c.distance, c.lateral_offset, 0.0])
+    speed = stride * frequency
+    pelvis = (midpoint + vec(speed * (t - t[-1] / 2), forward)
+              + vec(-s.sway * np.cos(phase), left)                             # over the stance leg
+              + vec(hip_height + s.bob * np.cos(2 * phase), up))               # lowest at heel strike
+
+    lean = s.torso_lean + 0.02 * np.cos(2 * phase)
+    neck = pelvis + vec(s.torso * np.cos(lean), up) + vec(s.torso * np.sin(lean), forward)
+    pelvis_yaw = s.pelvis_yaw * np.sin(phase)                                   # left hip forward with left leg
+    shoulder_yaw = -0.7 * s.pelvis_yaw * np.sin(phase)                          # shoulders counter-rotate
+    pelvis_side = vec(np.cos(pelvis_yaw), left) + vec(np.sin(pelvis_yaw), forward)
+    shoulder_side = vec(np.cos(shoulder_yaw), left) + vec(np.sin(shoulder_yaw), forward)
+
+    points = np.zeros((c.num_frames, NUM_POINTS, 3))
+    for side, (hip, knee, ankle, sole, shoulder, elbow, wrist) in (
+            (1.0, (11, 13, 15, LEFT_SOLE, 5, 7, 9)), (-1.0, (12, 14, 16, RIGHT_SOLE, 6, 8, 10))):
+        leg_phase = phase if side > 0 else phase + math.pi + s.phase_asymmetry
+        leg_gain = 1.0 + side * s.leg_asymmetry
+        hip_angle = hip_swing * leg_gain * np.sin(leg_phase) + 0.05
+        knee_angle = 0.08 + s.knee_flexion * leg_gain * _knee_profile(leg_phase)
+        points[:, hip] = pelvis + side * 0.5 * s.hip_width * pelvis_side
+        points[:, knee] = points[:, hip] + s.thigh * sagittal(hip_angle, side, s.leg_abduction)
+        points[:, ankle] = points[:, knee] + s.shin * sagittal(hip_angle - knee_angle, side, s.leg_abduction)
+        points[:, sole] = points[:, ankle] - s.ankle_height * up + 0.05 * s.height * forward
+
+        carrying = s.carrying == side
+        arm_gain = (1.0 + side * s.arm_asymmetry) * (0.2 if carrying else 1.0)
+        arm_phase = leg_phase + math.pi                                         # arms swing against the legs
+        arm_angle = s.arm_swing * arm_gain * np.sin(arm_phase) + 0.3 * s.torso_lean
+        elbow_angle = s.elbow_bend + carrying * s.carry_elbow + 0.6 * s.arm_swing * arm_gain * np.maximum(np.sin(arm_phase), 0.0)
+        points[:, shoulder] = neck + side * 0.5 * s.shoulder_width * shoulder_side
+        points[:, elbow] = points[:, shoulder] + s.upper_arm * sagittal(arm_angle, side, s.arm_abduction)
+        points[:, wrist] = points[:, elbow] + s.forearm * sagittal(arm_angle + elbow_angle, side,
+                                                                    0.6 * s.arm_abduction)
+
+    head = neck + s.neck * up + s.head_forward * forward + vec(s.neck * np.sin(lean), forward)
+    r = s.head
+    points[:, 0] = head + r * (1.3 * forward - 0.1 * up)                        # nose
+    points[:, 1] = head + r * (1.05 * forward + 0.5 * left + 0.35 * up)         # left eye
+    points[:, 2] = head + r * (1.05 * forward - 0.5 * left + 0.35 * up)
+    points[:, 3] = head + r * (-0.1 * forward + 1.15 * left + 0.15 * up)        # left ear
+    points[:, 4] = head + r * (-0.1 * forward - 1.15 * left + 0.15 * up)
+    points[:, HEAD_TOP] = head + 1.5 * r * up
+    points[:, :NUM_JOINTS] += s.joint_offsets @ np.stack([forward, left, up])   # (17, 3) in the walker's frame
+    return points
+
+
+# ---------------------------------------------------------------------------------------------
+# Camera and detector
+
+
+def project(points: np.ndarray, conditions: SequenceConditions) -> np.ndarray:
+    """`(..., 3)` world points -> `(..., 2)` image pixels (y down) of a camera aimed at the path's midpoint."""
+    c = conditions
+    pitch = math.atan2(c.camera_height - 1.0, c.distance)                       # looks down at the torso
+    axis = np.array([math.cos(pitch), 0.0, -math.sin(pitch)])
+    right = np.array([0.0, -1.0, 0.0])                                         # world +y is the camera's left
+    down = np.cross(axis, right)
+    relative = points - np.array([0.0, 0.0, c.camera_height])
+    depth = np.maximum(relative @ axis, 0.5)
+    return c.focal * np.stack([relative @ right, relative @ down], axis=-1) / depth[..., None]
+
+
+def detect(image_points: np.ndarray, conditions: SequenceConditions, rng: np.random.Generator,
+           far_side: np.ndarray | None = None) -> SyntheticWalk:
+    """Turn `(T, 20, 2)` image points into what a pose detector on person crops would record.
+
+    `far_side (T, 17)` in [0, 1] says how hidden each joint is behind the body (lowers confidence).
+    """
+    c = conditions
+    num_frames = len(image_points)
+    lo, hi = image_points.min(axis=1), image_points.max(axis=1)                 # (T, 2) person box
+    box_height = (hi[:, 1] - lo[:, 1])[:, None]                                 # (T, 1)
+    lo = lo + rng.normal(0.0, c.box_jitter, (num_frames, 2)) * box_height
+    hi = hi + rng.normal(0.0, c.box_jitter, (num_frames, 2)) * box_height
+    pad = c.crop_margin * box_height
+    corner = np.floor(lo - pad)
+    crop_sizes = np.maximum(np.ceil(hi + pad) - corner, 8.0)                    # (T, 2) width, height
+    xy = image_points[:, :NUM_JOINTS] - corner[:, None]                        # (T, 17, 2) crop pixels
+    xy = xy + rng.normal(0.0, 1.0, xy.shape) * c.noise * box_height[:, None]
+
+    confidence = _BASE_CONFIDENCE + rng.normal(0.0, 0.05, (num_frames, NUM_JOINTS))
+    if far_side is not None:
+        confidence = confidence - 0.15 * far_side
+
+    # Low-confidence spells: the detector loses a joint for one to three frames and guesses its place.
+    starts = rng.random((num_frames, NUM_JOINTS)) < c.miss_rate
+    lost = starts.copy()
+    lost[1:] |= starts[:-1] & (rng.random((num_frames - 1, NUM_JOINTS)) < 0.6)
+    lost[2:] |= lost[1:-1] & starts[:-2] & (rng.random((num_frames - 2, NUM_JOINTS)) < 0.5)
+    xy = xy + lost[..., None] * rng.normal(0.0, 0.08, xy.shape) * box_height[:, None]
+    confidence = np.where(lost, rng.uniform(0.03, 0.3, confidence.shape), confidence)
+
+    # Left/right leg confusion, the classic detector failure on side views.
+    swapped = rng.random(num_frames) < c.swap_rate
+    xy[swapped] = xy[swapped][:, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 13, 16, 15]]
+
+    keypoints = np.concatenate([xy, np.clip(confidence, 0.02, 0.99)[..., None]], axis=-1)
+
+    kept = rng.random(num_frames) >= c.drop_rate
+    if rng.random() < 0.3:                                                     # an occasional longer gap
+        gap = int(rng.integers(2, 8))
+        start = int(rng.integers(1, max(2, num_frames - gap)))
+        kept[start:start + gap] = False
+    kept[[0, -1]] = True
+    frames = c.first_frame + np.flatnonzero(kept)
+    return SyntheticWalk(frames=frames.astype(np.int64), keypoints=keypoints[kept].astype(np.float32),
+                         crop_sizes=crop_sizes[kept].astype(np.float32))
+
+
+def synthesize(signature: GaitSignature, conditions: SequenceConditions,
+               rng: np.random.Generator) -> SyntheticWalk:
+    """One sequence: walk in 3D, film it, detect it. Pure given `rng`."""
+    world = walk_3d(signature, conditions)                                      # (T, 20, 3)
+    image = project(world, conditions)                                          # (T, 20, 2)
+    # A joint is hidden when its side of the body faces away from the camera.
+    camera = np.array([0.0, 0.0, conditions.camera_height])
+    to_camera = camera - world[:, [11, 12]].mean(axis=1)                         # (T, 3)
+    left = world[:, 11] - world[:, 12]
+    facing_left = np.sum(to_camera * left, axis=1) / (np.linalg.norm(to_camera, axis=1)
+                                                      * np.linalg.norm(left, axis=1))  # (T,) in [-1, 1]
+    far_side = np.zeros((conditions.num_frames, NUM_JOINTS))
+    far_side[:, _LEFT_JOINTS] = np.maximum(-facing_left, 0.0)[:, None]
+    far_side[:, _RIGHT_JOINTS] = np.maximum(facing_left, 0.0)[:, None]
+    return detect(image, conditions, rng, far_side)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing a dataset
+
+
+_FRAME_FORMAT = "%d,%d," + ",".join(["%.3f,%.3f,%.4f"] * NUM_JOINTS) + "\n"
+
+
+def _write_sequence(folder: Path, sequence: Sequence) -> None:
+    folder.mkdir(parents=True)
+    rows = np.concatenate([sequence.crop_sizes.astype(np.float64),
+                           sequence.keypoints.reshape(len(sequence), -1).astype(np.float64)], axis=1)
+    for frame, row in zip(sequence.frames, rows):
+        with open(folder / f"human_crop_f{frame}.txt", "w") as handle:
+            handle.write(_FRAME_FORMAT % tuple(row))
+
+
+def iter_synthetic(subjects: int, sequences_per_subject: int, seed: int = 0) -> Iterator[Sequence]:
+    """The synthetic dataset in memory, sequence by sequence, exactly as `write_synthetic` writes it
+    (up to the text files' rounding)."""
+    if subjects < 1 or sequences_per_subject < 1:
+        raise ValueError(f"need at least one subject and one sequence each, got {subjects} x {sequences_per_subject}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    # Independent streams per purpose, subject and sequence: changing the number of sequences or
+    # subjects never changes who a subject is.
+    cameras = sample_cameras(np.random.default_rng([seed, 2]))
+    for subject in range(subjects):
+        signature = sample_signature(np.random.default_rng([seed, 0, subject]))
+        route = sample_route(np.random.default_rng([seed, 3, subject]), sequences_per_subject, cameras)
+        folder_counts: dict[str, int] = {}
+        for k, visit in enumerate(route):
+            rng = np.random.default_rng([seed, 1, subject, k])
+            conditions = sample_conditions(rng, visit, cameras[visit.camera_id], signature)
+            walk = synthesize(signature, conditions, rng)
+            camera_video = f"camid{visit.camera_id}_videoid{visit.video}"
+            index = folder_counts.get(camera_video, 0)
+            folder_counts[camera_video] = index + 1
+            subject_id = f"{subject:04d}"
+            yield Sequence(name=f"{subject_id}-{camera_video}-seq{index}", subject=subject_id,
+                           camera=str(visit.camera_id), video=str(visit.video), frames=walk.frames,
+                           keypoints=walk.keypoints, crop_sizes=walk.crop_sizes)
+
+
+def write_synthetic(out_dir: str | os.PathLike, subjects: int, sequences_per_subject: int, seed: int = 0,
+                    progress: Callable[[int], None] | None = None) -> Path:
+    """Write `subjects x sequences_per_subject` synthetic walks under `out_dir/2D_Poses/`; return that folder.
+
+    Identities are `0000, 0001, ...`; folders `camid<C>_videoid<V>/seq<K>` as in Gait3D. The same
+    seed gives the same bytes. `progress(n)` is called with the number of sequences just written.
+    """
+    root = Path(out_dir) / "2D_Poses"
+    if root.exists() and any(root.iterdir()):
+        raise DataError(f"{root}: already exists and is not empty; choose a new folder")
+    sequences = iter_synthetic(subjects, sequences_per_subject, seed)   # validates before anything is created
+    first = next(sequences)
+    root.mkdir(parents=True, exist_ok=True)
+    for sequence in itertools.chain([first], sequences):
+        _write_sequence(root / sequence.subject / f"camid{sequence.camera}_videoid{sequence.video}"
+                        / sequence.name.rsplit("-", 1)[1], sequence)
+        if progress:
+            progress(1)
+    return root

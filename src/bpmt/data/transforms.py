@@ -1,0 +1,226 @@
+"""Pure numpy transforms of one sequence's keypoints: normalisation, input channels, augmentations.
+
+Every function takes `(T, 17, 3)` keypoints = x, y, confidence and returns a new array; the random
+ones take an explicit `rng: np.random.Generator`, so a seeded generator gives the same output.
+
+Coordinate convention after `normalize`: origin at the neck (mid-point of the shoulders), one unit =
+one torso length (neck -> mid-hip), and the image's y axis is kept, so y grows *downward*: with
+`rotate=True` the mid-hip sits at (0, +1) in every frame. Augmentations expect normalised input
+(they flip, rotate and scale about the origin).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..skeleton import FLIP_PERMUTATION, LEFT_HIP, LEFT_SHOULDER, PARENTS, RIGHT_HIP, RIGHT_SHOULDER, Partition
+
+# A torso shorter than this (in input units) is treated as missing: its frame borrows the scale.
+_MIN_TORSO = 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation
+
+
+def _neck_and_hip(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(T, 17, 2)` -> neck `(T, 2)`, mid-hip `(T, 2)`."""
+    neck = 0.5 * (xy[:, LEFT_SHOULDER] + xy[:, RIGHT_SHOULDER])
+    hip = 0.5 * (xy[:, LEFT_HIP] + xy[:, RIGHT_HIP])
+    return neck, hip
+
+
+def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequence") -> np.ndarray:
+    """Centre each frame on the neck and scale torso length to 1; optionally make the spine vertical.
+
+    keypoints: `(T, 17, 3)` x, y, conf in any pixel frame (y down). Returns `(T, 17, 3)` float32.
+    scale="sequence": divide by the median torso length over the frames (keeps the within-sequence
+    breathing of the body's size, robust to a few bad frames); scale="frame": each frame by its own.
+    rotate=True: rotate each frame about the neck so that neck -> mid-hip points along +y
+    (GPGait's human-oriented transformation).
+    Non-finite joints are treated as missing (x = y = conf = 0). Frames whose torso length is zero
+    or non-finite use the sequence's median torso length (or 1 when no frame has one) and are not
+    rotated, so the output never holds NaN or inf.
+    """
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (17, 3):
+        raise ValueError(f"expected (T, 17, 3) keypoints, got shape {keypoints.shape}")
+    if scale not in ("sequence", "frame"):
+        raise ValueError(f"scale must be 'sequence' or 'frame', not {scale!r}")
+    points = np.asarray(keypoints, dtype=np.float64).copy()
+    points[~np.isfinite(points).all(axis=-1)] = 0.0
+    xy = points[..., :2]                                              # (T, 17, 2) view
+
+    neck, hip = _neck_and_hip(xy)
+    spine = hip - neck                                                # (T, 2)
+    torso = np.hypot(spine[:, 0], spine[:, 1])                        # (T,)
+    valid = np.isfinite(torso) & (torso > _MIN_TORSO)
+    fallback = float(np.median(torso[valid])) if valid.any() else 1.0
+    if scale == "sequence":
+        lengths = np.full(len(points), fallback)
+    else:
+        lengths = np.where(valid, torso, fallback)
+
+    xy -= neck[:, None, :]
+    if rotate:
+        # Rotation by phi maps (sin phi, cos phi) onto (0, 1): phi is the spine's angle from +y.
+        safe = np.where(valid, torso, 1.0)
+        sin = np.where(valid, spine[:, 0] / safe, 0.0)[:, None]      # (T, 1)
+        cos = np.where(valid, spine[:, 1] / safe, 1.0)[:, None]
+        x, y = xy[..., 0].copy(), xy[..., 1].copy()                  # both read before either is written
+        xy[..., 0] = cos * x - sin * y
+        xy[..., 1] = sin * x + cos * y
+    xy /= lengths[:, None, None]
+    return points.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input channels
+
+CHANNELS: dict[str, int] = {"xy": 2, "conf": 1, "bone": 2, "vel1": 2, "vel2": 2, "hip": 2}
+
+
+def _check_channels(channels: Sequence[str]) -> tuple[str, ...]:
+    names = (channels,) if isinstance(channels, str) else tuple(channels)
+    if not names:
+        raise ValueError(f"no input channels given; choose from {', '.join(CHANNELS)}")
+    for name in names:
+        if name not in CHANNELS:
+            raise ValueError(f"unknown input channel {name!r}; known: {', '.join(CHANNELS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"input channel listed twice in {list(names)}")
+    return names
+
+
+def num_channels(channels: Sequence[str]) -> int:
+    """Width C of `feature_channels(..., channels)`."""
+    return sum(CHANNELS[name] for name in _check_channels(channels))
+
+
+def _delay(xy: np.ndarray, lag: int) -> np.ndarray:
+    """x_t - x_{t-lag}, zero for the first `lag` frames. `(T, 17, 2)` -> `(T, 17, 2)`."""
+    out = np.zeros_like(xy)
+    if len(xy) > lag:
+        out[lag:] = xy[lag:] - xy[:-lag]
+    return out
+
+
+def feature_channels(normalized: np.ndarray, channels: Sequence[str]) -> np.ndarray:
+    """Concatenate the named channels of normalised keypoints, in the given order.
+
+    normalized: `(T, 17, 3)` from `normalize` (after augmentation). Returns `(T, 17, C)` float32,
+    C = `num_channels(channels)`:
+    xy (2) coordinates · conf (1) confidence · bone (2) joint - parent (`skeleton.PARENTS`) ·
+    vel1 (2) x_t - x_{t-1}, 0 in the first frame · vel2 (2) x_t - x_{t-2}, 0 in the first two ·
+    hip (2) joint - mid-hip.
+    """
+    names = _check_channels(channels)
+    xy = normalized[..., :2].astype(np.float32)                      # (T, 17, 2)
+    make = {
+        "xy": lambda: xy,
+        "conf": lambda: normalized[..., 2:3].astype(np.float32),
+        "bone": lambda: xy - xy[:, list(PARENTS)],
+        "vel1": lambda: _delay(xy, 1),
+        "vel2": lambda: _delay(xy, 2),
+        "hip": lambda: xy - _neck_and_hip(xy)[1][:, None, :],
+    }
+    return np.concatenate([make[name]() for name in names], axis=-1).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentations (normalised keypoints in, new array out)
+
+
+def _rotate_xy(keypoints: np.ndarray, angle: float) -> np.ndarray:
+    out = keypoints.copy()
+    cos, sin = math.cos(angle), math.sin(angle)
+    x, y = keypoints[..., 0], keypoints[..., 1]
+    out[..., 0] = cos * x - sin * y
+    out[..., 1] = sin * x + cos * y
+    return out
+
+
+def random_flip(keypoints: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """With probability p mirror left/right: x -> -x and swap left and right joints."""
+    if rng.random() < p:
+        flipped = keypoints[:, list(FLIP_PERMUTATION)].copy()
+        flipped[..., 0] *= -1
+        return flipped
+    return keypoints.copy()
+
+
+def random_rotation(keypoints: np.ndarray, rng: np.random.Generator, max_degrees: float) -> np.ndarray:
+    """Rotate every frame about the origin by one angle drawn from [-max_degrees, max_degrees]."""
+    angle = math.radians(rng.uniform(-max_degrees, max_degrees))
+    return _rotate_xy(keypoints, angle)
+
+
+def random_scale(keypoints: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """Multiply x, y by one factor drawn from [low, high]."""
+    if not 0 < low <= high:
+        raise ValueError(f"scale range must satisfy 0 < low <= high, got [{low}, {high}]")
+    out = keypoints.copy()
+    out[..., :2] *= rng.uniform(low, high)
+    return out
+
+
+def joint_noise(keypoints: np.ndarray, rng: np.random.Generator, std: float) -> np.ndarray:
+    """Add independent Gaussian noise of standard deviation `std` to every x and y."""
+    out = keypoints.copy()
+    out[..., :2] += rng.normal(0.0, std, size=out[..., :2].shape).astype(out.dtype)
+    return out
+
+
+def mask_part(keypoints: np.ndarray, rng: np.random.Generator, partition: Partition, p: float) -> np.ndarray:
+    """With probability p zero (x, y and conf) one randomly chosen part in all frames (Part-Mask)."""
+    out = keypoints.copy()
+    if rng.random() < p:
+        parts = list(partition)
+        joints = list(partition[parts[rng.integers(len(parts))]])
+        out[:, joints] = 0
+    return out
+
+
+def temporal_crop(length_total: int, clip_len: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices `(clip_len,)` of a random contiguous window of a `length_total`-frame sequence.
+
+    A sequence shorter than the clip is repeated end to end first (as OpenGait does), and the
+    window is drawn from the repetition.
+    """
+    if length_total < 1 or clip_len < 1:
+        raise ValueError(f"need length_total >= 1 and clip_len >= 1, got {length_total}, {clip_len}")
+    repeats = -(-clip_len // length_total)
+    cycled = np.arange(length_total * repeats) % length_total
+    start = int(rng.integers(len(cycled) - clip_len + 1))
+    return cycled[start:start + clip_len]
+
+
+def temporal_resample(keypoints: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """Change walking speed: linearly resample the T frames to round(T * factor) >= 2 frames,
+    factor drawn from [low, high] (factor < 1 = faster walking, fewer frames)."""
+    if not 0 < low <= high:
+        raise ValueError(f"speed range must satisfy 0 < low <= high, got [{low}, {high}]")
+    length = len(keypoints)
+    if length == 0:
+        raise ValueError("cannot resample an empty sequence")
+    new_length = max(2, round(length * rng.uniform(low, high)))
+    position = np.linspace(0.0, length - 1, new_length)              # (T',)
+    before = np.floor(position).astype(np.int64)
+    after = np.minimum(before + 1, length - 1)
+    weight = (position - before).astype(keypoints.dtype)[:, None, None]
+    return keypoints[before] * (1 - weight) + keypoints[after] * weight
+
+
+# ---------------------------------------------------------------------------------------------
+# Test time
+
+
+def chunk_indices(length: int, max_len: int) -> list[np.ndarray]:
+    """Split `range(length)` into ceil(length / max_len) contiguous chunks of near-equal size."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    if length <= 0:
+        return []
+    return np.array_split(np.arange(length), -(-length // max_len))

@@ -1,0 +1,38 @@
+"""Evaluate a trained recogniser on a corpus: embed, then score by the Gait3D rules."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..config import Config
+from ..data.batches import PoseBatcher
+from ..data.corpus import PoseCorpus
+from .embed import embed_sequences
+from .protocols import leave_one_out, official_protocol
+
+
+def embed_corpus(model, config: Config, corpus: PoseCorpus, device="cpu",
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """`(N, E)` test embeddings of every sequence of `corpus` (config's test-time settings)."""
+    batcher = PoseBatcher(corpus, config.data, config.model.frames_per_token, label_of={})
+    return embed_sequences(model, batcher, batch_size=config.eval.batch_size, flip=config.eval.flip,
+                           device=device, progress=progress)
+
+
+def num_test_items(config: Config, corpus: PoseCorpus) -> int:
+    """How many chunks `embed_corpus` runs (for progress bars)."""
+    per = [-(-int(n) // config.data.test_max_len) for n in corpus.lengths]
+    return sum(per) * (2 if config.eval.flip else 1)
+
+
+def score_embeddings(embeddings: np.ndarray, names: list[str], subjects: list[str], metric: str = "euc",
+                     probe_names: list[str] | None = None, protocols: tuple[str, ...] = ("loo",)) -> dict:
+    """`{"official": {...}, "loo": {...}}` for the protocols asked for."""
+    results = {}
+    if "official" in protocols:
+        results["official"] = official_protocol(embeddings, names, probe_names or [], metric=metric)
+    if "loo" in protocols:
+        results["loo"] = leave_one_out(embeddings, subjects, metric=metric)
+    return results

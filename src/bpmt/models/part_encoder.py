@@ -1,0 +1,121 @@
+"""T1, the modality encoder: one body part's joints -> tokens -> grid transformer -> reduced features.
+
+Per part (modality): a tokenizer embeds each joint's channels over `frames_per_token` frames
+(a temporal patch) into one token, adds a joint embedding and a sinusoidal time encoding, and
+swaps masked-out tokens for a learned mask token. A grid transformer with S = the part's joints
+(IIP or vanilla layers) runs on the tokens plus the part's class token, and the seed's extra FC
+layers reduce the width. Tokenizers are always per part (modality-specific, as in OmniVec2);
+the transformer and FC layers are shared across parts or separate, by config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..skeleton import Partition
+from .stack import GridTransformer
+
+
+@dataclass
+class PartFeatures:
+    tokens: torch.Tensor     # (B, J_p, Tt, D) per joint and time step
+    cls: torch.Tensor        # (B, D) the part's class token
+    hidden: torch.Tensor     # (B, J_p, Tt) True = padded or masked-out token
+
+
+def time_encoding(steps: int, dim: int, device=None) -> torch.Tensor:
+    """Sinusoidal encoding `(steps, dim)`; works for any sequence length at test time."""
+    position = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    enc = torch.zeros(steps, dim, device=device)
+    enc[:, 0::2] = torch.sin(position * freq)
+    enc[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return enc
+
+
+def token_padding(padding_mask: torch.Tensor, frames_per_token: int) -> torch.Tensor:
+    """Frame padding `(B, T)` -> time-step padding `(B, T / frames_per_token)` (all frames padded)."""
+    B, T = padding_mask.shape
+    return padding_mask.view(B, T // frames_per_token, frames_per_token).all(dim=-1)
+
+
+class PartTokenizer(nn.Module):
+    def __init__(self, num_joints: int, in_channels: int, frames_per_token: int, dim: int):
+        super().__init__()
+        self.frames_per_token = frames_per_token
+        self.proj = nn.Sequential(nn.Linear(in_channels * frames_per_token, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.joint_embed = nn.Parameter(torch.randn(num_joints, dim) * 0.02)
+        self.mask_token = nn.Parameter(torch.randn(dim) * 0.02)
+
+    def forward(self, features: torch.Tensor, padding_mask: torch.Tensor,
+                token_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """features `(B, T, J_p, C)`, padding_mask `(B, T)`, token_mask `(B, J_p, Tt)` True = masked out
+        -> tokens `(B, J_p, Tt, D)`, hidden `(B, J_p, Tt)`."""
+        B, T, J, C = features.shape
+        p = self.frames_per_token
+        if T % p:
+            raise ValueError(f"sequence length {T} is not a multiple of frames_per_token={p}")
+        patches = features.view(B, T // p, p, J, C).permute(0, 3, 1, 2, 4).reshape(B, J, T // p, p * C)
+        tokens = self.proj(patches)                                                   # (B, J, Tt, D)
+        if token_mask is not None:
+            tokens = torch.where(token_mask[..., None], self.mask_token.to(tokens.dtype), tokens)
+        tokens = tokens + self.joint_embed[None, :, None, :] + time_encoding(T // p, tokens.shape[-1], tokens.device)[None, None]
+        hidden = token_padding(padding_mask, p)[:, None, :].expand(B, J, T // p)     # (B, J, Tt)
+        if token_mask is not None:
+            hidden = hidden | token_mask
+        return tokens, hidden
+
+
+def reduce_mlp(dim: int, dims: list[int]) -> nn.Module:
+    """The seed's "additional FC layers to reduce dimension" (Identity when `dims` is empty)."""
+    if not dims:
+        return nn.Identity()
+    layers: list[nn.Module] = []
+    for i, d in enumerate(dims):
+        layers.append(nn.Linear(dim if i == 0 else dims[i - 1], d))
+        if i < len(dims) - 1:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers, nn.LayerNorm(dims[-1]))
+
+
+class PartEncoders(nn.Module):
+    """The bank of T1 encoders, one modality per body part."""
+
+    def __init__(self, partition: Partition, in_channels: int, *, layer: str, dim: int, heads: int,
+                 depth: int, ffn_ratio: float, dropout: float, frames_per_token: int, shared: bool,
+                 reduce_dims: list[int]):
+        super().__init__()
+        self.parts = list(partition)
+        self.joints = {part: list(joints) for part, joints in partition.items()}
+        self.frames_per_token = frames_per_token
+        self.out_dim = reduce_dims[-1] if reduce_dims else dim
+        self.tokenizers = nn.ModuleDict({part: PartTokenizer(len(j), in_channels, frames_per_token, dim)
+                                         for part, j in self.joints.items()})
+        self.cls_tokens = nn.Parameter(torch.randn(len(self.parts), dim) * 0.02)
+        copies = 1 if shared else len(self.parts)
+        self.transformers = nn.ModuleList(GridTransformer(layer, depth, dim, heads, ffn_ratio, dropout)
+                                          for _ in range(copies))
+        self.reducers = nn.ModuleList(reduce_mlp(dim, reduce_dims) for _ in range(copies))
+        self._slot = {part: 0 if shared else i for i, part in enumerate(self.parts)}
+
+    def forward_part(self, part: str, features: torch.Tensor, padding_mask: torch.Tensor,
+                     token_mask: torch.Tensor | None = None) -> PartFeatures:
+        """features `(B, T, J_p, C)` of one part -> its `PartFeatures`."""
+        B = features.shape[0]
+        tokens, hidden = self.tokenizers[part](features, padding_mask, token_mask)    # (B, J_p, Tt, D)
+        cls = self.cls_tokens[self.parts.index(part)].expand(B, -1)                    # (B, D)
+        slot = self._slot[part]
+        tokens, cls = self.transformers[slot](tokens, cls, hidden)
+        reduce = self.reducers[slot]
+        return PartFeatures(reduce(tokens), reduce(cls), hidden)
+
+    def forward(self, features: torch.Tensor, padding_mask: torch.Tensor,
+                token_masks: dict[str, torch.Tensor] | None = None) -> dict[str, PartFeatures]:
+        """features `(B, T, 17, C)` of the whole body -> `{part: PartFeatures}`."""
+        return {part: self.forward_part(part, features[:, :, self.joints[part]], padding_mask,
+                                        None if token_masks is None else token_masks.get(part))
+                for part in self.parts}
