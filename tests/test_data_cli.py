@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from bpmt.cli import main
 
-from conftest import FOLDS, SPLIT
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SPLIT = SHARED / "Gait3D.json"
+FOLDS = SHARED / "gait3d-38ids-folds.json"
 
 REAL = {"identities": 38, "sequences": 394, "frames": 55766}
 
@@ -36,7 +39,7 @@ def test_stats_raw(capsys, gait3d_root):
     stats = stats_json(capsys, gait3d_root, "--workers", "2")
     assert counts(stats) == REAL
     assert stats["parse"]["files"] == 55766 and stats["parse"]["skipped"] == {}
-    assert stats["frames_per_sequence"] == {"min": 25, "median": 104.0, "max": 489}
+    assert stats["frames_per_sequence"] == {"min": 25, "median": 104.5, "max": 489}
 
 
 def test_stats_cache(capsys, gait3d_cache):
@@ -104,6 +107,9 @@ def bad_tree(tmp_path) -> tuple[Path, Path]:
             (folder / f"human_crop_f{f}.txt").write_text(good)
     bad = root / "0001" / "camid1_videoid2" / "seq1" / "human_crop_f5.txt"
     bad.write_text(good.replace("1.5", "oops", 1))
+    past = os.stat(root).st_mtime - 3600   # so that a later change surely moves a folder's mtime
+    for folder, _, _ in os.walk(root):
+        os.utime(folder, (past, past))
     return root, bad
 
 
@@ -134,10 +140,6 @@ def test_prepare_then_stats(capsys, bad_tree, tmp_path):
     assert stats_json(capsys, out)["frames"] == 4
     # Stale after a change to the source: a clean error, not a traceback.
     (root / "0001" / "camid1_videoid2" / "seq0" / "human_crop_f9.txt").write_text("1")
-    import os
-    past = os.stat(root).st_mtime - 3600
-    for folder in (root / "0001" / "camid1_videoid2" / "seq0",):
-        os.utime(folder, (past, past))   # even an older mtime differs from the recorded one
     assert "stale cache" in run_error(capsys, ["stats", out])
 
 

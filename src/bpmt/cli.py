@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default: %(default)s)")
     p.set_defaults(func=cmd_synth)
 
+    from .skeleton import PARTITIONS
+
     p = sub.add_parser("show", help="draw a sequence, each body part in its own colour (PNG grid or GIF)")
     add_data_args(p)
     p.add_argument("--sequence", required=True, metavar="NAME", help="sequence name, e.g. 0000-camid3_videoid1-seq0")

@@ -139,7 +139,13 @@ def make_fabric(cfg: Config):
     e = cfg.engine
     if e.threads > 0:
         torch.set_num_threads(e.threads)
-    return Fabric(accelerator=e.accelerator, devices=e.devices, num_nodes=e.num_nodes, strategy=e.strategy,
+    strategy = e.strategy
+    if strategy == "ddp":
+        # Phase 2 trains one part pair per step and finetuning never uses the mask tokens, so some
+        # parameters get no gradient in a step; DDP must be told to expect that.
+        from lightning.fabric.strategies import DDPStrategy
+        strategy = DDPStrategy(find_unused_parameters=True)
+    return Fabric(accelerator=e.accelerator, devices=e.devices, num_nodes=e.num_nodes, strategy=strategy,
                   precision=e.precision)
 
 
@@ -148,6 +154,7 @@ def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFol
     sc: PretrainConfig | FinetuneConfig = getattr(cfg, stage)
     stage_dir = run.stage_dir(stage)
     stage_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed * 1000 + STAGES.index(stage))       # same seed -> same initial weights
     module = build_stage_module(stage, cfg, batcher.num_classes, _previous_weights(run, stage, cfg))
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=sc.lr, weight_decay=sc.weight_decay)

@@ -1,0 +1,49 @@
+"""Typed, strict configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bpmt.config import Config, load_config, save_config
+from bpmt.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["gait3d.yaml", "tiny.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(CONFIGS / name)
+    assert isinstance(cfg, Config)
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  dimm: 3\n")
+    with pytest.raises(ConfigError, match="model.dimm"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.dim=abc", "model.dim"), ("model.t1_shared=3", "model.t1_shared"),
+    ("model.layer=lstm", "model.layer"), ("data.channels=xy", "data.channels"),
+    ("stages=[phase2,phase1,finetune]", "stages"), ("data.channels=[xy,foo]", "foo"),
+    ("nonsense", "key=value"), ("phase1.mask_ratio=1.5", "mask_ratio"),
+])
+def test_wrong_values_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_overrides_and_round_trip(tmp_path):
+    cfg = load_config(CONFIGS / "tiny.yaml", ["seed=3", "model.dim=48", "finetune.lr=1e-4", "stages=[finetune]"])
+    assert (cfg.seed, cfg.model.dim, cfg.finetune.lr, cfg.stages) == (3, 48, 1e-4, ["finetune"])
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+def test_int_accepted_for_float_but_not_bool_for_int():
+    assert load_config(None, ["finetune.lr=1"]).finetune.lr == 1.0
+    with pytest.raises(ConfigError):
+        load_config(None, ["seed=true"])
