@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bpmt.data.io import (FIELDS_PER_FILE, list_sequence_dirs, parse_frame_text, read_gait3d,
+from bpmt.data.io import (FIELDS_PER_FILE, _fast_parse, list_sequence_dirs, parse_frame_text, read_gait3d,
                           read_pose_pickles, read_sequence_dir)
 from bpmt.errors import DataError
 
@@ -287,6 +289,29 @@ def test_parse_frame_text_values():
     np.testing.assert_array_equal(values, frame_values(3))
     with pytest.raises(DataError, match=r"^x\.txt: expected 53"):
         parse_frame_text("1,2", "x.txt")
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+formats = st.sampled_from(["{!r}", "{:g}", "{:.8f}", "{:e}", " {!r} "])
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.lists(finite, min_size=FIELDS_PER_FILE, max_size=FIELDS_PER_FILE), min_size=1, max_size=4),
+       fmt=formats, newline=st.sampled_from(["", "\n", "\r\n"]))
+def test_fast_parse_agrees_with_per_file_parser(rows, fmt, newline):
+    contents = [(",".join(fmt.format(v) for v in row) + newline).encode() for row in rows]
+    fast = _fast_parse(contents)
+    slow = np.stack([parse_frame_text(c) for c in contents])
+    assert fast is not None
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_fast_parse_declines_anything_odd():
+    line = frame_line(1).encode()
+    assert _fast_parse([line, line]) is not None
+    for odd in (b"", line + b"\n" + line, line.replace(b",", b";"), line.replace(b"1", b"nan", 1),
+                line + b",", line.replace(b",", b",,", 1), line.replace(b",", b"#", 1), b"\xff" + line):
+        assert _fast_parse([line, odd]) is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_same_subject_sequences_look_alike():
 
 
 def test_refuses_to_write_into_existing_data(small_synth):
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(DataError, match="not an empty folder"):
         write_synthetic(small_synth.parent, 1, 1)
 
 
@@ -145,4 +145,4 @@ def test_cli_synth(tmp_path, capsys):
     assert "2 subjects x 2 sequences" in capsys.readouterr().out
     assert len(read_gait3d(tmp_path / "out")[0]) == 4
     assert main(["synth", str(tmp_path / "out"), "--subjects", "1"]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "not an empty folder" in capsys.readouterr().err

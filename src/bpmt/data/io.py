@@ -26,8 +26,8 @@ from ..errors import DataError
 from ..skeleton import NUM_JOINTS
 
 FIELDS_PER_FILE = 2 + NUM_JOINTS * 3
-FRAME_FILE = re.compile(r"^human_crop_f([0-9]+)\.txt$")
-CAMERA_VIDEO = re.compile(r"^camid([0-9]+)_videoid([0-9]+)$")
+FRAME_FILE = re.compile(r"human_crop_f([0-9]+)\.txt\Z")
+CAMERA_VIDEO = re.compile(r"camid([0-9]+)_videoid([0-9]+)\Z")
 OnError = Literal["raise", "skip"]
 
 

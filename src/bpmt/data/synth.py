@@ -309,7 +309,8 @@ def walk_3d(signature: GaitSignature, conditions: SequenceConditions) -> np.ndar
         arm_gain = (1.0 + side * s.arm_asymmetry) * (0.2 if carrying else 1.0)
         arm_phase = leg_phase + math.pi                                         # arms swing against the legs
         arm_angle = s.arm_swing * arm_gain * np.sin(arm_phase) + 0.3 * s.torso_lean
-        elbow_angle = s.elbow_bend + carrying * s.carry_elbow + 0.6 * s.arm_swing * arm_gain * np.maximum(np.sin(arm_phase), 0.0)
+        forward_swing = np.maximum(np.sin(arm_phase), 0.0)                     # elbows bend on the way forward
+        elbow_angle = s.elbow_bend + carrying * s.carry_elbow + 0.6 * s.arm_swing * arm_gain * forward_swing
         points[:, shoulder] = neck + side * 0.5 * s.shoulder_width * shoulder_side
         points[:, elbow] = points[:, shoulder] + s.upper_arm * sagittal(arm_angle, side, s.arm_abduction)
         points[:, wrist] = points[:, elbow] + s.forearm * sagittal(arm_angle + elbow_angle, side,
@@ -458,11 +459,14 @@ def write_synthetic(out_dir: str | os.PathLike, subjects: int, sequences_per_sub
     seed gives the same bytes. `progress(n)` is called with the number of sequences just written.
     """
     root = Path(out_dir) / "2D_Poses"
-    if root.exists() and any(root.iterdir()):
-        raise DataError(f"{root}: already exists and is not empty; choose a new folder")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise DataError(f"{root}: already exists and is not an empty folder; choose a new folder")
     sequences = iter_synthetic(subjects, sequences_per_subject, seed)   # validates before anything is created
     first = next(sequences)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{root}: cannot create folder ({exc.strerror or exc})") from None
     for sequence in itertools.chain([first], sequences):
         _write_sequence(root / sequence.subject / f"camid{sequence.camera}_videoid{sequence.video}"
                         / sequence.name.rsplit("-", 1)[1], sequence)

@@ -159,7 +159,7 @@ def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFol
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=sc.lr, weight_decay=sc.weight_decay)
     module, optimizer = fabric.setup(module, optimizer)
-    state = {"module": module, "optimizer": optimizer, "step": 0}
+    state = {"module": module, "optimizer": optimizer, "step": 0, "seconds": 0.0}
     checkpoint = run.checkpoint(stage)
     if checkpoint.is_file():
         fabric.load(checkpoint, state, weights_only=True)
@@ -170,7 +170,7 @@ def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFol
     if show_progress and fabric.is_global_zero:
         from tqdm import tqdm
         bar = tqdm(total=sc.steps, initial=state["step"], desc=stage, unit="step", dynamic_ncols=True)
-    start, loss_value = time.perf_counter(), float("nan")
+    start, loss_value, seconds_before = time.perf_counter(), float("nan"), float(state["seconds"])
     module.train()
     for step in range(state["step"], sc.steps):
         rng = np.random.default_rng([cfg.seed, stage_index, step, fabric.global_rank])
@@ -197,16 +197,19 @@ def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFol
         done = step + 1
         if done % cfg.engine.checkpoint_every == 0 and done < sc.steps:
             state["step"] = done
+            state["seconds"] = seconds_before + time.perf_counter() - start
             _save_checkpoint(fabric, checkpoint, state)
     if bar is not None:
         bar.close()
+    seconds = seconds_before + time.perf_counter() - start
     if fabric.is_global_zero:
+        write_json_atomic(stage_dir / "time.json", {"seconds": seconds, "steps": sc.steps})
         _save_weights(module.module if hasattr(module, "module") else module, run.weights(stage))
         checkpoint.unlink(missing_ok=True)
         from .plots import plot_losses
         plot_losses(run.log(stage), stage_dir / "loss.png", title=stage)
     fabric.barrier()
-    return StageResult(stage, sc.steps, time.perf_counter() - start, loss_value)
+    return StageResult(stage, sc.steps, seconds, loss_value)
 
 
 def _save_checkpoint(fabric, path: Path, state: dict) -> None:

@@ -32,8 +32,9 @@ def format_results(results: Mapping[str, Mapping[str, float]], columns: Sequence
 
 
 def format_folds(per_fold: Sequence[Mapping[str, float]], summary: Mapping[str, Mapping[str, float]],
-                 columns: Sequence[str] = COLUMNS) -> str:
-    """One row per fold plus a `mean ± std` row (`summary` as from `protocols.mean_std`)."""
-    rows = [(f"fold {k}", [_cell(c, result[c]) for c in columns]) for k, result in enumerate(per_fold)]
+                 columns: Sequence[str] = COLUMNS, labels: Sequence[str] | None = None) -> str:
+    """One row per fold (or per labelled run) plus a `mean ± std` row (`summary` as from `protocols.mean_std`)."""
+    labels = labels or [f"fold {k}" for k in range(len(per_fold))]
+    rows = [(label, [_cell(c, result[c]) for c in columns]) for label, result in zip(labels, per_fold)]
     rows.append(("mean ± std", [f"{summary[c]['mean']:.1f} ± {summary[c]['std']:.1f}" for c in columns]))
     return _table("fold", columns, rows)
