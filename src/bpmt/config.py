@@ -24,8 +24,9 @@ class DataConfig:
     channels: list[str] = field(default_factory=lambda: ["xy", "conf", "vel1", "bone"])
     rotate: bool = False                          # spine-upright rotation per frame (GPGait HOT)
     scale: Literal["sequence", "frame"] = "sequence"
-    clip_len: int = 60                            # training clip length in frames
-    test_max_len: int = 300                       # longer test sequences are embedded in chunks
+    clip_len: int = 60                            # training clip length in frames (the longest)
+    clip_min: int = 0                             # > 0: each batch's clip length is drawn from [clip_min, clip_len]
+    test_max_len: int = 60                        # test sequences are embedded in chunks of at most this many frames
     flip_p: float = 0.5                           # left/right mirror probability
     rotation_deg: float = 10.0                    # in-plane rotation range (+/-)
     scale_low: float = 0.9
@@ -122,6 +123,8 @@ class Config:
         except ValueError as exc:
             raise ConfigError(f"data.partition: {exc}") from None
         from .data.transforms import CHANNELS
+        if len(set(self.data.channels)) != len(self.data.channels) or not self.data.channels:
+            raise ConfigError(f"data.channels: must be a non-empty list without repeats, got {self.data.channels}")
         for c in self.data.channels:
             if c not in CHANNELS:
                 raise ConfigError(f"data.channels: unknown channel {c!r} (known: {', '.join(CHANNELS)})")
@@ -135,6 +138,8 @@ class Config:
             raise ConfigError("finetune.samples_per_identity must be at least 2 (triplets need positives)")
         if self.data.clip_len < 2 * self.model.frames_per_token:
             raise ConfigError("data.clip_len must cover at least two tokens (2 x model.frames_per_token)")
+        if self.data.clip_min and not 2 * self.model.frames_per_token <= self.data.clip_min <= self.data.clip_len:
+            raise ConfigError("data.clip_min must be 0 or lie in [2 x model.frames_per_token, data.clip_len]")
         return self
 
 

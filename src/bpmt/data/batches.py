@@ -67,13 +67,21 @@ class PoseBatcher:
     def num_classes(self) -> int:
         return len(self.label_of)
 
-    def train_clip(self, index: int, rng: np.random.Generator, part_mask: bool) -> np.ndarray:
-        """A random augmented clip `(clip_len, 17, 3)` of sequence `index`."""
+    def clip_length(self, rng: np.random.Generator) -> int:
+        """This batch's clip length: `clip_len`, or drawn from [clip_min, clip_len] (multiple of the token size)."""
+        cfg = self.cfg
+        if not cfg.clip_min:
+            return cfg.clip_len
+        length = int(rng.integers(cfg.clip_min, cfg.clip_len + 1))
+        return max(cfg.clip_min, length - length % self.multiple)
+
+    def train_clip(self, index: int, rng: np.random.Generator, part_mask: bool, length: int) -> np.ndarray:
+        """A random augmented clip `(length, 17, 3)` of sequence `index`."""
         cfg = self.cfg
         seq = self.sequences[index]
         if cfg.speed_low != 1.0 or cfg.speed_high != 1.0:
             seq = tf.temporal_resample(seq, rng, cfg.speed_low, cfg.speed_high)
-        clip = seq[tf.temporal_crop(len(seq), cfg.clip_len, rng)]
+        clip = seq[tf.temporal_crop(len(seq), length, rng)]
         clip = tf.random_flip(clip, rng, cfg.flip_p)
         clip = tf.random_rotation(clip, rng, cfg.rotation_deg)
         clip = tf.random_scale(clip, rng, cfg.scale_low, cfg.scale_high)
@@ -89,20 +97,23 @@ class PoseBatcher:
         if len(pool) < 2:
             raise DataError(f"{self.corpus.source}: training needs at least 2 identities, found {len(pool)}")
         chosen = rng.choice(len(pool), size=min(identities, len(pool)), replace=False)
+        length = self.clip_length(rng)
         clips, labels = [], []
         for c in chosen:
             subject = pool[c]
             seqs = self.by_identity[subject]
             picks = rng.choice(seqs, size=per_identity, replace=len(seqs) < per_identity)
             for index in picks:
-                clips.append(self.train_clip(int(index), rng, part_mask=True))
+                clips.append(self.train_clip(int(index), rng, part_mask=True, length=length))
                 labels.append(self.label_of[subject])
         return collate(clips, self.cfg.channels, self.multiple, labels)
 
     def random_batch(self, rng: np.random.Generator, size: int) -> Batch:
         """Uniformly random sequences (pretraining needs no identities); no Part-Mask."""
         picks = rng.integers(len(self.sequences), size=size)
-        return collate([self.train_clip(int(i), rng, part_mask=False) for i in picks], self.cfg.channels, self.multiple)
+        length = self.clip_length(rng)
+        return collate([self.train_clip(int(i), rng, part_mask=False, length=length) for i in picks],
+                       self.cfg.channels, self.multiple)
 
     def test_chunks(self, index: int, flip: bool = False) -> list[np.ndarray]:
         """The whole normalised sequence, split into chunks of at most `test_max_len` frames."""

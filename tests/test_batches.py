@@ -1,0 +1,57 @@
+"""Training batches (P x K, clips) and test chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bpmt.config import DataConfig
+from bpmt.data.batches import PoseBatcher
+from bpmt.data.corpus import PoseCorpus
+from bpmt.data.io import Sequence
+from bpmt.errors import DataError
+
+
+def corpus(identities: int = 5, per_identity: int = 3, frames: int = 50) -> PoseCorpus:
+    rng = np.random.default_rng(0)
+    seqs = []
+    for i in range(identities):
+        for k in range(per_identity):
+            kp = rng.normal(size=(frames + 7 * k, 17, 3)).astype(np.float32)
+            kp[..., 2] = 1.0
+            seqs.append(Sequence(f"{i:04d}-camid1_videoid1-seq{k}", f"{i:04d}", "1", "1",
+                                 np.arange(frames + 7 * k), kp, np.ones((frames + 7 * k, 2), np.float32)))
+    return PoseCorpus.from_sequences(seqs)
+
+
+def test_identity_batch_is_p_by_k_and_deterministic():
+    batcher = PoseBatcher(corpus(), DataConfig(clip_len=24, channels=["xy", "conf", "vel1"]), frames_per_token=4)
+    batch = batcher.identity_batch(np.random.default_rng(3), identities=4, per_identity=2)
+    assert batch.features.shape == (8, 24, 17, 5) and batch.coords.shape == (8, 24, 17, 2)
+    assert not batch.padding_mask.any()
+    labels = batch.labels.numpy()
+    assert len(set(labels)) == 4 and all((labels == l).sum() == 2 for l in set(labels))
+    again = batcher.identity_batch(np.random.default_rng(3), identities=4, per_identity=2)
+    assert np.array_equal(batch.features.numpy(), again.features.numpy())
+    other = batcher.identity_batch(np.random.default_rng([0, 2, 5, 1]), identities=4, per_identity=2)
+    assert not np.array_equal(batch.features.numpy(), other.features.numpy())
+
+
+def test_variable_clip_lengths_stay_multiples_of_the_token_size():
+    batcher = PoseBatcher(corpus(), DataConfig(clip_len=40, clip_min=16), frames_per_token=4)
+    lengths = {batcher.random_batch(np.random.default_rng(s), 3).features.shape[1] for s in range(30)}
+    assert len(lengths) > 2 and all(16 <= n <= 40 and n % 4 == 0 for n in lengths)
+
+
+def test_test_chunks_cover_the_sequence_and_flip_mirrors():
+    batcher = PoseBatcher(corpus(frames=130), DataConfig(test_max_len=60), frames_per_token=4)
+    chunks = batcher.test_chunks(0)
+    assert sum(len(c) for c in chunks) == 130 and max(len(c) for c in chunks) <= 60
+    flipped = batcher.test_chunks(0, flip=True)
+    assert np.allclose(flipped[0][:, 1, 0], -chunks[0][:, 2, 0])        # left eye <- mirrored right eye
+
+
+def test_training_needs_two_identities():
+    batcher = PoseBatcher(corpus(identities=1), DataConfig(clip_len=16), frames_per_token=4)
+    with pytest.raises(DataError, match="at least 2 identities"):
+        batcher.identity_batch(np.random.default_rng(0), 4, 2)
