@@ -56,9 +56,13 @@ def test_three_phase_run_folder(trained_run):
 
 
 def test_evaluate_embed_score(trained_run, synth_root, tmp_path, capsys):
-    assert main(["evaluate", str(trained_run), "--data", str(synth_root), "--json"]) == 0
+    plot = tmp_path / "cmc.png"
+    assert main(["evaluate", str(trained_run), "--data", str(synth_root), "--json", "--plot", str(plot)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"loo"} and result["loo"]["queries"] == 18
+    cmc = result["loo"].pop("cmc")
+    assert len(cmc) == 20 and cmc == sorted(cmc) and cmc[0] == result["loo"]["rank1"]
+    assert plot.stat().st_size > 0
     emb = tmp_path / "emb.npz"
     assert main(["embed", str(trained_run), "--data", str(synth_root), "--out", str(emb)]) == 0
     capsys.readouterr()

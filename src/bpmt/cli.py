@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from .errors import BPMTError
 
@@ -238,6 +239,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     probes = load_split(split_file)["PROBE_SET"] if split_file else None
     results = score_embeddings(embeddings, corpus.names, corpus.subjects, args.metric or config.eval.metric,
                                probes, protocols)
+    if args.plot:
+        from .engine.plots import plot_cmc
+        for protocol, metrics in results.items():
+            path = args.plot if len(results) == 1 else args.plot.replace(".png", f"-{protocol}.png")
+            plot_cmc(metrics["cmc"], Path(path), title=f"{protocol}: {Path(args.run).name} on {Path(args.data).name}")
+            print(f"CMC curve: {path}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -350,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run folder or exported model.safetensors")
     add_data_args(p, data_flag=True)
     p.add_argument("--metric", choices=["euc", "cos"])
+    p.add_argument("--plot", help="save the CMC curve (ranks 1-20) to this PNG")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -27,12 +27,22 @@ def num_test_items(config: Config, corpus: PoseCorpus) -> int:
     return sum(per) * (2 if config.eval.flip else 1)
 
 
+CMC_RANKS = tuple(range(1, 21))
+
+
 def score_embeddings(embeddings: np.ndarray, names: list[str], subjects: list[str], metric: str = "euc",
                      probe_names: list[str] | None = None, protocols: tuple[str, ...] = ("loo",)) -> dict:
-    """`{"official": {...}, "loo": {...}}` for the protocols asked for."""
+    """`{"official": {...}, "loo": {...}}` for the protocols asked for; each holds rank1/5/10, mAP,
+    mINP, queries, and `cmc`, the identification rate (%) at ranks 1..20."""
     results = {}
-    if "official" in protocols:
-        results["official"] = official_protocol(embeddings, names, probe_names or [], metric=metric)
-    if "loo" in protocols:
-        results["loo"] = leave_one_out(embeddings, subjects, metric=metric)
+    for protocol in protocols:
+        if protocol == "official":
+            full = official_protocol(embeddings, names, probe_names or [], metric=metric, ranks=CMC_RANKS)
+        elif protocol == "loo":
+            full = leave_one_out(embeddings, subjects, metric=metric, ranks=CMC_RANKS)
+        else:
+            raise ValueError(f"unknown protocol {protocol!r}")
+        results[protocol] = {"rank1": full["rank1"], "rank5": full["rank5"], "rank10": full["rank10"],
+                             "mAP": full["mAP"], "mINP": full["mINP"], "queries": full["queries"],
+                             "cmc": [full[f"rank{k}"] for k in CMC_RANKS]}
     return results

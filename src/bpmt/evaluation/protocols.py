@@ -84,7 +84,7 @@ def _check_embeddings(embeddings: np.ndarray, count: int, what: str) -> np.ndarr
 
 
 def official_protocol(embeddings: np.ndarray, names: Sequence[str], probe_names: Iterable[str],
-                      metric: str = "euc", chunk_size: int = 256) -> dict:
+                      metric: str = "euc", chunk_size: int = 256, ranks: Sequence[int] = (1, 5, 10)) -> dict:
     """Probes (names in `probe_names`) against the gallery of all other sequences.
 
     `embeddings (N, D)` are in the order of `names (N,)`. Probes whose identity has no gallery
@@ -101,11 +101,11 @@ def official_protocol(embeddings: np.ndarray, names: Sequence[str], probe_names:
         raise BPMTError(f"all {len(names)} sequences are probes; the gallery is empty")
     labels = np.array([label_of(name) for name in names])
     return rank_in_chunks(embeddings[is_probe], embeddings[~is_probe], labels[is_probe], labels[~is_probe],
-                          metric=metric, chunk_size=chunk_size)
+                          metric=metric, chunk_size=chunk_size, ranks=ranks)
 
 
 def leave_one_out(embeddings: np.ndarray, labels: Sequence[str], metric: str = "euc",
-                  chunk_size: int = 256) -> dict:
+                  chunk_size: int = 256, ranks: Sequence[int] = (1, 5, 10)) -> dict:
     """Every sequence queries all the others; sequences whose identity occurs once do not count."""
     labels = np.asarray(labels)
     embeddings = _check_embeddings(embeddings, len(labels), "labels")
@@ -115,7 +115,7 @@ def leave_one_out(embeddings: np.ndarray, labels: Sequence[str], metric: str = "
         return query_indices[:, None] == np.arange(num)[None, :]                 # (C, N)
 
     return rank_in_chunks(embeddings, embeddings, labels, labels, metric=metric, chunk_size=chunk_size,
-                          ignore_fn=itself)
+                          ignore_fn=itself, ranks=ranks)
 
 
 # ---------------------------------------------------------------------------------------------
