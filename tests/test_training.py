@@ -72,6 +72,14 @@ def test_evaluate_embed_score(trained_run, synth_root, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["loo"] == result["loo"]
 
 
+def test_evaluate_accepts_only_test_time_overrides(trained_run, synth_root, capsys):
+    assert main(["evaluate", str(trained_run), "--data", str(synth_root), "--json", "--set", "data.test_max_len=16",
+                 "--set", "eval.flip=false"]) == 0
+    assert json.loads(capsys.readouterr().out)["loo"]["queries"] == 18
+    assert main(["evaluate", str(trained_run), "--data", str(synth_root), "--set", "model.dim=8"]) == 2
+    assert "only test-time settings" in capsys.readouterr().err
+
+
 def test_run_folder_is_not_overwritten(trained_run, synth_root, capsys):
     assert main(["train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(synth_root),
                  "--out", str(trained_run)]) == 2

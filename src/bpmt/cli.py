@@ -110,7 +110,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-# [cmd-functions: synth, show]
+# --- synthetic data and drawings
 
 
 def _positive_int(text: str) -> int:
@@ -159,7 +159,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {sequence.name}, {len(sequence)} frames")
     return 0
 
-# [cmd-functions: score]
+
+# --- scoring
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from .data.source import load_split
     from .evaluation.protocols import label_of, leave_one_out, load_embeddings, official_protocol
@@ -187,7 +190,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-# [cmd-functions: train, evaluate, embed, demo]
+# --- training, evaluation, the demo
 
 
 def _overrides_from_flags(args: argparse.Namespace) -> list[str]:
@@ -214,6 +217,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+TEST_TIME_KEYS = ("data.test_max_len", "eval.")
+
+
+def _test_time_config(config, overrides: list[str]):
+    """Apply test-time overrides (`data.test_max_len`, `eval.*`) to a trained model's config."""
+    from .config import apply_overrides, config_from_dict, config_to_dict
+
+    for item in overrides:
+        if not item.split("=", 1)[0].strip().startswith(TEST_TIME_KEYS):
+            raise BPMTError(f"override {item!r}: only test-time settings can change after training "
+                            "(data.test_max_len, eval.flip, eval.metric, eval.batch_size)")
+    return config_from_dict(apply_overrides(config_to_dict(config), overrides))
+
+
 def _embed_with_progress(model, config, corpus):
     from tqdm import tqdm
 
@@ -231,6 +248,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.report import format_results
 
     model, config, _, _ = load_recognizer(args.run)
+    config = _test_time_config(config, args.overrides)
     ids = resolve_ids(args.ids, args.split if args.subset else None, args.subset)
     args.ids, args.subset, split_file, args.split = ids, None, args.split, None
     corpus, _ = load_data(args, quiet=args.json)
@@ -258,6 +276,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .engine.export import load_recognizer
 
     model, config, _, fingerprint = load_recognizer(args.run)
+    config = _test_time_config(config, args.overrides)
     corpus, _ = load_data(args)
     embeddings = _embed_with_progress(model, config, corpus)
     out = args.out if args.out.endswith(".npz") else args.out + ".npz"
@@ -306,7 +325,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_stats)
 
-    # [parsers: synth, show]
 
     p = sub.add_parser("synth", help="write a synthetic walker dataset in Gait3D's native layout")
     p.add_argument("out", metavar="OUT", help="folder to create; the data goes to OUT/2D_Poses")
@@ -328,7 +346,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="body-part partition that decides the colours (default: %(default)s)")
     p.set_defaults(func=cmd_show)
 
-    # [parsers: score]
     p = sub.add_parser("score", help="retrieval metrics (Rank-k, mAP, mINP) of saved embeddings")
     p.add_argument("embeddings", metavar="EMB.npz", help="file with 'embeddings' (N, D) and 'seqs' (N names)")
     p.add_argument("--split", help="official-style split file; its PROBE_SET defines the probes")
@@ -338,7 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_score)
 
-    # [parsers: train, evaluate, embed, demo]
     p = sub.add_parser("train", help="train BPMT (phase 1, phase 2, finetune) into a run folder")
     p.add_argument("--config", help="YAML config (default: built-in defaults; see configs/)")
     add_data_args(p, data_flag=True)
@@ -359,12 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", choices=["euc", "cos"])
     p.add_argument("--plot", help="save the CMC curve (ranks 1-20) to this PNG")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="test-time setting, repeatable: --set data.test_max_len=32 --set eval.flip=false")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("embed", help="write embeddings of DATA as EMB.npz (embeddings + seqs)")
     p.add_argument("run", metavar="RUN", help="run folder or exported model.safetensors")
     add_data_args(p, data_flag=True)
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="test-time setting (as for evaluate)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("demo", help="the main job: synthesise walkers, train all phases, evaluate")

@@ -7,7 +7,6 @@ The resolved config is saved in every run folder and inside every checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
