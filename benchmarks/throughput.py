@@ -57,7 +57,7 @@ def forward_flops(model: BPMTRecognizer, channels: int, frames: int = 60) -> int
 
     features = torch.randn(1, frames, 17, channels)
     padding = torch.zeros(1, frames, dtype=torch.bool)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:    # (its module tracker needs autograd on)
         model(features, padding)
     return int(counter.get_total_flops())
 
