@@ -138,6 +138,20 @@ def test_interrupted_run_resumes_to_identical_weights(synth_root, trained_run, t
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
+def test_stages_one_at_a_time(synth_root, tmp_path, capsys):
+    out = str(tmp_path / "staged")
+    base = ["train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(synth_root), "--out", out, *FAST]
+    assert main([*base[:7], "--stage", "phase1", *FAST]) == 0
+    assert (tmp_path / "staged" / "phase1" / "weights.safetensors").is_file()
+    assert not (tmp_path / "staged" / "phase2").exists()
+    capsys.readouterr()
+    assert main([*base[:7], "--stage", "finetune", "--resume", *FAST]) == 2
+    assert "needs phase2" in capsys.readouterr().err
+    assert main([*base[:7], "--resume", *FAST]) == 0
+    assert "phase1: already complete" in capsys.readouterr().err
+    assert (tmp_path / "staged" / "model.safetensors").is_file()
+
+
 def test_baseline_variants_train(synth_root, tmp_path):
     """Vanilla layers, whole-body single modality, no pretraining, shared T1: all run end to end."""
     corpus, _ = open_data(synth_root)
