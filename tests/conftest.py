@@ -9,6 +9,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models run fastest on one thread, and two multi-threaded processes on two cores (the test
+# run beside a benchmark, or the two DDP ranks) slow each other down tenfold by oversubscription.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TARBALL = SHARED / "gait3d-2d-poses-38ids.tar.gz"

@@ -26,6 +26,8 @@ FAST = ["phase1.steps=4", "phase2.steps=4", "finetune.steps=8", "engine.checkpoi
         "phase1.batch_size=4", "phase2.batch_size=4", "phase1.warmup_steps=1", "phase2.warmup_steps=1",
         "finetune.warmup_steps=1", "data.clip_len=16", "data.test_max_len=40", "model.dim=16",
         "model.reduce_dims=[16]", "model.embed_dim=16", "eval.batch_size=16"]
+# Even shorter, for tests that only check that a path runs.
+FASTER = FAST + ["phase1.steps=2", "phase2.steps=2", "finetune.steps=3"]
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +142,14 @@ def test_interrupted_run_resumes_to_identical_weights(synth_root, trained_run, t
 
 def test_stages_one_at_a_time(synth_root, tmp_path, capsys):
     out = str(tmp_path / "staged")
-    base = ["train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(synth_root), "--out", out, *FAST]
-    assert main([*base[:7], "--stage", "phase1", *FAST]) == 0
+    base = ["train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(synth_root), "--out", out]
+    assert main([*base, "--stage", "phase1", *FASTER]) == 0
     assert (tmp_path / "staged" / "phase1" / "weights.safetensors").is_file()
     assert not (tmp_path / "staged" / "phase2").exists()
     capsys.readouterr()
-    assert main([*base[:7], "--stage", "finetune", "--resume", *FAST]) == 2
+    assert main([*base, "--stage", "finetune", "--resume", *FASTER]) == 2
     assert "needs phase2" in capsys.readouterr().err
-    assert main([*base[:7], "--resume", *FAST]) == 0
+    assert main([*base, "--resume", *FASTER]) == 0
     assert "phase1: already complete" in capsys.readouterr().err
     assert (tmp_path / "staged" / "model.safetensors").is_file()
 
@@ -158,7 +160,7 @@ def test_baseline_variants_train(synth_root, tmp_path):
     variants = [["model.layer=vanilla"], ["data.partition=whole_body", "stages=[phase1,finetune]"],
                 ["stages=[finetune]"], ["model.t1_shared=true", "stages=[phase1,finetune]"]]
     for i, extra in enumerate(variants):
-        config = load_config(CONFIGS / "tiny.yaml", FAST + extra)
+        config = load_config(CONFIGS / "tiny.yaml", FASTER + extra)
         run = trainer.train(config, corpus, tmp_path / f"v{i}", show_progress=False, report=lambda m: None)
         assert run.model.is_file()
         stages = [s for s in ("phase1", "phase2", "finetune") if (run.root / s).exists()]
@@ -167,7 +169,7 @@ def test_baseline_variants_train(synth_root, tmp_path):
 
 def test_demo_command_runs(tmp_path, capsys):
     code = main(["demo", "--out", str(tmp_path / "demo"), "--subjects", "6", "--sequences-per-subject", "3",
-                 "--test-subjects", "3", *FAST])
+                 "--test-subjects", "3", *FASTER])
     assert code == 0
     out = capsys.readouterr().out
     assert "Rank-1" in out and "loo" in out
@@ -179,7 +181,7 @@ def test_ddp_two_cpu_processes(synth_root, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "bpmt.cli", "train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(synth_root),
-         "--out", str(out), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", *FAST],
+         "--out", str(out), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", *FASTER],
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model.safetensors").is_file()
