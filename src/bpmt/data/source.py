@@ -3,12 +3,12 @@ and pick identity subsets (`--ids`, `--split Gait3D.json --subset train|test`)."
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import DataError
+from ..files import read_json
 from .cache import is_cache, load_cache
 from .corpus import PoseCorpus
 from .io import OnError, ParseReport, read_gait3d, read_pose_pickles
@@ -17,12 +17,7 @@ from .io import OnError, ParseReport, read_gait3d, read_pose_pickles
 def load_split(path: str | os.PathLike) -> dict[str, list[str]]:
     """Read an official-style split file: TRAIN_SET, TEST_SET (identity lists), PROBE_SET (names)."""
     path = Path(path)
-    try:
-        split = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: split file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    split = read_json(path, "split file")
     if not isinstance(split, dict):
         raise DataError(f"{path}: expected a JSON object with TRAIN_SET/TEST_SET/PROBE_SET")
     split.setdefault("PROBE_SET", [])

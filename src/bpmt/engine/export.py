@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import Config, config_from_dict, config_to_dict
 from ..errors import BPMTError, CheckpointError
+from ..files import read_json
 from ..skeleton import get_partition
 
 FORMAT = "bpmt-recognizer"
@@ -69,12 +70,7 @@ def load_recognizer(model: str | os.PathLike, device: str | torch.device = "cpu"
 
     path = resolve_model_path(model)
     sidecar = path.with_suffix(".json")
-    try:
-        info = json.loads(sidecar.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{sidecar}: missing model description next to {path.name}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{sidecar}: corrupt model description ({exc})") from None
+    info = read_json(sidecar, f"model description of {path.name}", CheckpointError)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{sidecar}: not a BPMT model description")
     fingerprint = file_sha256(path)

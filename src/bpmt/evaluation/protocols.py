@@ -15,7 +15,6 @@ first '-'.
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from collections import Counter
@@ -25,6 +24,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import BPMTError, DataError
+from ..files import read_json
 from .metrics import rank_in_chunks
 
 
@@ -125,12 +125,7 @@ def leave_one_out(embeddings: np.ndarray, labels: Sequence[str], metric: str = "
 def load_folds(path: str | os.PathLike) -> list[list[str]]:
     """Read `{"folds": [[id, ...], ...]}` (or a bare list of lists); folds must be disjoint."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: folds file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, "folds file")
     folds = data.get("folds") if isinstance(data, dict) else data
     if (not isinstance(folds, list) or len(folds) < 2
             or not all(isinstance(f, list) and f and all(isinstance(i, str) for i in f) for f in folds)):
