@@ -61,13 +61,8 @@ def _as_matrix(values, what: str) -> np.ndarray:
     return array
 
 
-def pairwise_distances(queries: np.ndarray, gallery: np.ndarray, metric: str = "euc",
-                       chunk_size: int = 1024) -> np.ndarray:
-    """Distances `(Q, G)` between `queries (Q, D)` and `gallery (G, D)`, in float64.
-
-    `euc`: Euclidean distance; `cos`: 1 - cosine similarity. Computed `chunk_size` queries at a
-    time to bound the temporaries.
-    """
+def _check_inputs(queries, gallery, metric: str, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both embedding sets as matrices of equal width; a known metric; a positive chunk size."""
     queries, gallery = _as_matrix(queries, "queries"), _as_matrix(gallery, "gallery")
     if queries.shape[1] != gallery.shape[1]:
         raise ValueError(f"queries have dimension {queries.shape[1]} but gallery has {gallery.shape[1]}")
@@ -75,6 +70,17 @@ def pairwise_distances(queries: np.ndarray, gallery: np.ndarray, metric: str = "
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return queries, gallery
+
+
+def pairwise_distances(queries: np.ndarray, gallery: np.ndarray, metric: str = "euc",
+                       chunk_size: int = 1024) -> np.ndarray:
+    """Distances `(Q, G)` between `queries (Q, D)` and `gallery (G, D)`, in float64.
+
+    `euc`: Euclidean distance; `cos`: 1 - cosine similarity. Computed `chunk_size` queries at a
+    time to bound the temporaries.
+    """
+    queries, gallery = _check_inputs(queries, gallery, metric, chunk_size)
     blocks = [_distance_block(queries[start:start + chunk_size], gallery, metric)
               for start in range(0, len(queries), chunk_size)]
     return np.concatenate(blocks) if blocks else np.zeros((0, len(gallery)))
@@ -174,13 +180,7 @@ def rank_in_chunks(query_emb: np.ndarray, gallery_emb: np.ndarray, query_labels,
     queries. Peak memory is about 40 bytes x `chunk_size` x G (~50 MB for 256 x 5,000) instead of
     growing with Q.
     """
-    query_emb, gallery_emb = _as_matrix(query_emb, "query_emb"), _as_matrix(gallery_emb, "gallery_emb")
-    if query_emb.shape[1] != gallery_emb.shape[1]:
-        raise ValueError(f"queries have dimension {query_emb.shape[1]} but gallery has {gallery_emb.shape[1]}")
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    query_emb, gallery_emb = _check_inputs(query_emb, gallery_emb, metric, chunk_size)
     ranks = _check_ranks(ranks)
     query_labels, gallery_labels = _check_labels(len(query_emb), len(gallery_emb), query_labels, gallery_labels)
 
