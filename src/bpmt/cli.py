@@ -305,6 +305,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+EXTRA_COMMANDS = (".gallery.commands", ".video.commands", ".service.commands")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpmt", description="BPMT: Body Part as Modality Transformer for gait recognition")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -395,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_demo)
+
+    # Commands that live with their feature: each module's `register(sub)` adds its subparsers.
+    import importlib
+    for module in EXTRA_COMMANDS:
+        importlib.import_module(module, __package__).register(sub)
 
     return parser
 

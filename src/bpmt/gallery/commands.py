@@ -1,0 +1,5 @@
+"""CLI commands of bpmt.gallery (registered by bpmt.cli.build_parser)."""
+
+
+def register(sub) -> None:
+    """Add this feature's subcommands to the `bpmt` parser (none yet)."""

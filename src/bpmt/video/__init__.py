@@ -1,0 +1,1 @@
+"""video (in progress)."""
