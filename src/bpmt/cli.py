@@ -305,7 +305,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-EXTRA_COMMANDS = (".gallery.commands", ".video.commands", ".service.commands")
+EXTRA_COMMANDS = (".serving.gallery_cli", ".serving.video_cli", ".serving.http_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

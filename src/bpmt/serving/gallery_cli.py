@@ -1,4 +1,4 @@
-"""CLI commands of bpmt.service (registered by bpmt.cli.build_parser)."""
+"""CLI commands of the gallery feature (registered by bpmt.cli.build_parser)."""
 
 
 def register(sub) -> None:

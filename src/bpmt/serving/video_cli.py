@@ -1,4 +1,4 @@
-"""CLI commands of bpmt.video (registered by bpmt.cli.build_parser)."""
+"""CLI commands of the video feature (registered by bpmt.cli.build_parser)."""
 
 
 def register(sub) -> None:

@@ -1,4 +1,4 @@
-"""CLI commands of bpmt.gallery (registered by bpmt.cli.build_parser)."""
+"""CLI commands of the http feature (registered by bpmt.cli.build_parser)."""
 
 
 def register(sub) -> None:

@@ -1,0 +1,1 @@
+"""Serving: the gallery of enrolled walkers, identification, video -> poses, the HTTP service."""

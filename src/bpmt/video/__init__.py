@@ -1,1 +1,0 @@
-"""video (in progress)."""
