@@ -7,11 +7,19 @@ A sequence is named `<ID>-<camidC_videoidV>-<seqK>`, as in the official split fi
 Bad input never becomes a silent wrong array: with `on_error="raise"` the first problem raises
 `DataError` naming the file; with `on_error="skip"` the bad file (or empty sequence) is left out
 and counted in a `ParseReport`.
+
+Plausibility rule (files, pose pickles and pose JSON alike): every value is a finite number with
+|value| <= 1e6 (a pixel coordinate beyond a million, or one that would overflow float32, is damage,
+not a pose); a frame file's values are plain ASCII decimals and its crop width and height are > 0.
+Confidences may be negative (heatmap-based detectors report scores <= 0 for unseen joints).
+
+`parse_pose_json` validates a pose sequence sent as JSON (the HTTP service's input).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 from collections import Counter
@@ -23,9 +31,15 @@ from typing import Callable, Iterable, Literal
 import numpy as np
 
 from ..errors import DataError
-from ..skeleton import NUM_JOINTS
+from ..skeleton import JOINT_NAMES, NUM_JOINTS
 
 FIELDS_PER_FILE = 2 + NUM_JOINTS * 3
+MAX_ABS_VALUE = 1e6
+# Only plain ASCII decimals: Python's float() would also take "1_000", "١٢" or "１", which no pose
+# writer produces, and the fast path (numpy) would refuse them anyway.
+NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)\Z", re.IGNORECASE)
+ASCII_SPACE = " \t\n\r\f\v"
 FRAME_FILE = re.compile(r"human_crop_f([0-9]+)\.txt\Z")
 CAMERA_VIDEO = re.compile(r"camid([0-9]+)_videoid([0-9]+)\Z")
 OnError = Literal["raise", "skip"]
@@ -139,11 +153,30 @@ def list_sequence_dirs(root: str | os.PathLike, ids: Iterable[str] | None = None
 
 
 def _subdirs(path: Path) -> list[str]:
+    """Sorted visible sub-folder names. A symbolic link that cannot be followed (dangling, or a
+    loop of links) or that points back to a folder containing it is an error, never a silent skip."""
     try:
         with os.scandir(path) as entries:
-            return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+            visible = [e for e in entries if not e.name.startswith(".")]
     except OSError as exc:
         raise DataError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
+    names = []
+    for entry in visible:
+        if entry.is_symlink():
+            try:
+                os.stat(entry.path)
+            except OSError as exc:
+                raise DataError(f"{entry.path}: symbolic link cannot be followed ({exc.strerror or exc})") from None
+            if os.path.isdir(entry.path):
+                real, here = os.path.realpath(entry.path), os.path.realpath(path)
+                if os.path.commonpath([real, here]) == real:
+                    raise DataError(f"{entry.path}: symbolic link loop (points to {real}, which contains it)")
+        try:
+            if entry.is_dir():
+                names.append(entry.name)
+        except OSError as exc:
+            raise DataError(f"{entry.path}: cannot inspect ({exc.strerror or exc})") from None
+    return sorted(names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,47 +190,73 @@ def parse_frame_text(text: bytes | str, path: str = "<text>") -> np.ndarray:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise DataError(f"{path}: not UTF-8 text") from None
-    stripped = text.strip()
+    stripped = text.strip(ASCII_SPACE)
     if not stripped:
         raise DataError(f"{path}: empty file")
     if "\n" in stripped or "\r" in stripped:
         raise DataError(f"{path}: expected one line, found {len(stripped.splitlines())}")
-    fields = stripped.split(",")
+    fields = [token.strip(ASCII_SPACE) for token in stripped.split(",")]
     if len(fields) != FIELDS_PER_FILE:
         raise DataError(f"{path}: expected {FIELDS_PER_FILE} comma-separated values "
                         f"(crop w, crop h, 17 x (x, y, conf)), found {len(fields)}")
     values = np.empty(FIELDS_PER_FILE, dtype=np.float64)
     for i, token in enumerate(fields):
-        try:
-            values[i] = float(token)
-        except ValueError:
-            raise DataError(f"{path}: value {i + 1} is not a number: {token.strip()[:40]!r}") from None
-    if not np.isfinite(values).all():
-        bad = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise DataError(f"{path}: value {bad + 1} is not finite ({fields[bad].strip()})")
+        if NON_FINITE.match(token):
+            raise DataError(f"{path}: value {i + 1} is not finite ({token})")
+        if not NUMBER.match(token):
+            raise DataError(f"{path}: value {i + 1} is not a number: {token[:40]!r}")
+        values[i] = float(token)
+    problem = frame_values_problem(values)
+    if problem is not None:
+        raise DataError(f"{path}: {problem}")
     return values
 
 
-def _fast_parse(contents: list[bytes]) -> np.ndarray | None:
+def frame_values_problem(values: np.ndarray) -> str | None:
+    """What breaks the plausibility rule in one frame file's 53 values (None when nothing does)."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        return f"value {bad + 1} is not finite ({values[bad]})"
+    big = np.abs(values) > MAX_ABS_VALUE
+    if big.any():
+        bad = int(np.flatnonzero(big)[0])
+        return f"value {bad + 1} is implausible ({values[bad]:g}; |value| must not exceed {MAX_ABS_VALUE:g})"
+    for i, what in enumerate(("crop width", "crop height")):
+        if not values[i] > 0:
+            return f"value {i + 1} ({what}) must be positive, found {values[i]:g}"
+    return None
+
+
+def _plausible_rows(values: np.ndarray) -> bool:
+    """`(N, 53)` rows all pass `frame_values_problem` (vectorised; the fast path's check)."""
+    return bool(np.isfinite(values).all() and (np.abs(values) <= MAX_ABS_VALUE).all() and (values[:, :2] > 0).all())
+
+
+def _fast_parse(contents: list[bytes], chunk: int = 4096) -> np.ndarray | None:
     """Parse many well-formed frame files at once; None when anything looks off (caller rechecks).
 
-    One C-level parse of all lines; each file must be exactly one line (so line i is file i) and
-    the result exactly `(N, 53)` and finite, otherwise the slow path names the bad file.
+    One C-level parse per `chunk` files (bounding the text copies and numpy's temporaries for very
+    long sequences); each file must be exactly one line (so line i is file i) and each result
+    exactly `(n, 53)` and plausible, otherwise the slow path names the bad file.
     """
     if not contents:
         return None
-    stripped = [c.strip() for c in contents]
-    if not all(stripped):  # an empty file would vanish as a blank line
-        return None
-    joined = b"\n".join(stripped)
-    if joined.count(b"\n") != len(contents) - 1 or b"\r" in joined:
-        return None
-    try:
-        values = np.loadtxt(io.BytesIO(joined), delimiter=",", dtype=np.float64, ndmin=2, comments=None)
-    except ValueError:
-        return None
-    if values.shape != (len(contents), FIELDS_PER_FILE) or not np.isfinite(values).all():
-        return None
+    values = np.empty((len(contents), FIELDS_PER_FILE), dtype=np.float64)
+    for start in range(0, len(contents), chunk):
+        stripped = [c.strip() for c in contents[start:start + chunk]]
+        if not all(stripped):  # an empty file would vanish as a blank line
+            return None
+        joined = b"\n".join(stripped)
+        if joined.count(b"\n") != len(stripped) - 1 or b"\r" in joined:
+            return None
+        try:
+            part = np.loadtxt(io.BytesIO(joined), delimiter=",", dtype=np.float64, ndmin=2, comments=None)
+        except ValueError:
+            return None
+        if part.shape != (len(stripped), FIELDS_PER_FILE) or not _plausible_rows(part):
+            return None
+        values[start:start + len(stripped)] = part
     return values
 
 
@@ -252,14 +311,14 @@ def read_sequence_dir(seq_dir: SequenceDir, on_error: OnError = "raise",
 
     try:
         with os.scandir(seq_dir.path) as entries:
-            listing = sorted((e.name, e.is_file()) for e in entries)
+            listing = sorted((e.name, _is_regular(e), e.is_symlink()) for e in entries)
     except OSError as exc:
         problem(f"cannot list folder ({exc.strerror or exc})", seq_dir.path)
         return None
 
     claimed: dict[int, list[str]] = {}
     frame_entries = 0
-    for name, regular in listing:
+    for name, regular, link in listing:
         match = FRAME_FILE.match(name)
         if match is None:
             report.ignored_files += 1
@@ -269,7 +328,7 @@ def read_sequence_dir(seq_dir: SequenceDir, on_error: OnError = "raise",
         if len(digits.lstrip("0")) > 18:
             problem(f"frame number {digits} is too large", os.path.join(seq_dir.path, name))
         elif not regular:
-            problem("not a regular file", os.path.join(seq_dir.path, name))
+            problem(_irregular(os.path.join(seq_dir.path, name), link), os.path.join(seq_dir.path, name))
         else:
             claimed.setdefault(int(digits), []).append(name)
 
@@ -327,6 +386,23 @@ def read_sequence_dir(seq_dir: SequenceDir, on_error: OnError = "raise",
         keypoints=values[:, 2:].reshape(-1, NUM_JOINTS, 3).astype(np.float32),
         crop_sizes=values[:, :2].astype(np.float32),
     )
+
+
+def _is_regular(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:        # e.g. a loop of symbolic links: `_irregular` says why
+        return False
+
+
+def _irregular(path: str, link: bool) -> str:
+    """Why a frame entry that is not a regular file cannot be read."""
+    if link:
+        try:
+            os.stat(path)
+        except OSError as exc:
+            return f"symbolic link cannot be followed ({exc.strerror or exc})"
+    return "not a regular file"
 
 
 def _camera_video(camera_video: str) -> tuple[str, str]:
@@ -409,13 +485,13 @@ def read_pose_pickles(root: str | os.PathLike, allow_pickle: bool = False,
                 for pkl in pickles:
                     try:
                         with open(pkl, "rb") as handle:
-                            array = np.asarray(pickle.load(handle), dtype=np.float32)
+                            array = np.asarray(pickle.load(handle), dtype=np.float64)
                     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a data problem
                         raise DataError(f"{pkl}: cannot read pose pickle ({type(exc).__name__}: {exc})") from None
                     if array.ndim != 3 or array.shape[1:] != (NUM_JOINTS, 3) or len(array) == 0:
                         raise DataError(f"{pkl}: expected a (T, 17, 3) array, found shape {array.shape}")
-                    if not np.isfinite(array).all():
-                        raise DataError(f"{pkl}: contains NaN or infinite values")
+                    check_keypoints(array, str(pkl))
+                    array = array.astype(np.float32)
                     name = f"{subject}-{kind}-{view}" + (f"-{pkl.stem}" if len(pickles) > 1 else "")
                     sequences.append(Sequence(
                         name=name, subject=subject, camera=view, video=kind,
@@ -424,3 +500,103 @@ def read_pose_pickles(root: str | os.PathLike, allow_pickle: bool = False,
     if not sequences:
         raise DataError(f"{root}: no pose pickles found (expected <ID>/<type>/<view>/*.pkl)")
     return sequences
+
+
+# ---------------------------------------------------------------------------------------------
+# Plausibility of keypoint arrays, and pose sequences sent as JSON
+
+
+def check_keypoints(keypoints: np.ndarray, where: str) -> None:
+    """Raise DataError naming `where`, the frame and the joint unless every value of `(T, 17, 3)`
+    keypoints is finite with |value| <= 1e6 (check before casting to float32, which would turn a
+    huge value into inf)."""
+    bad = ~np.isfinite(keypoints)
+    what = "is not finite"
+    if not bad.any():
+        bad = np.abs(keypoints) > MAX_ABS_VALUE
+        what = f"is implausible (|value| must not exceed {MAX_ABS_VALUE:g})"
+    if bad.any():
+        t, j, c = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{where}: frame {t}, joint {j} ({JOINT_NAMES[j]}): {'xy'[c] if c < 2 else 'confidence'} "
+                        f"{what} ({keypoints[t, j, c]:g})")
+
+
+def parse_pose_json(obj: object, source: str = "<json>", *, min_frames: int = 1,
+                    max_frames: int | None = None) -> np.ndarray:
+    """A pose sequence sent as JSON -> `(T, 17, 3)` float32 keypoints (x, y, confidence).
+
+    `obj` is the decoded JSON value, or the JSON text itself (str or bytes): a list of frames, each
+    a list of 17 `[x, y, confidence]` triples in COCO-17 order, or an object whose `"keypoints"`
+    holds that list (other keys are the caller's). Every problem - not JSON, a wrong structure or
+    shape, a value that is not a number (strings and booleans included), NaN or inf, |value| > 1e6,
+    fewer than `min_frames` or more than `max_frames` frames - raises DataError naming `source`,
+    the frame and the joint.
+    """
+    if isinstance(obj, (str, bytes, bytearray)):
+        try:
+            obj = json.loads(obj)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise DataError(f"{source}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+    where = source
+    if isinstance(obj, dict):
+        if "keypoints" not in obj:
+            raise DataError(f"{source}: expected a list of frames or an object with \"keypoints\", "
+                            f"found an object with keys {sorted(map(str, obj))[:5]}")
+        obj, where = obj["keypoints"], f"{source}: keypoints"
+    if not isinstance(obj, (list, tuple)):
+        raise DataError(f"{where}: expected a list of frames, each 17 [x, y, confidence] joints; "
+                        f"found {_json_kind(obj)}")
+    if len(obj) < min_frames:
+        raise DataError(f"{where}: {len(obj)} frames, at least {min_frames} needed")
+    if max_frames is not None and len(obj) > max_frames:
+        raise DataError(f"{where}: {len(obj)} frames, at most {max_frames} allowed")
+    flat: list = []
+    for t, frame in enumerate(obj):
+        if not isinstance(frame, (list, tuple)) or len(frame) != NUM_JOINTS:
+            raise DataError(f"{where}: frame {t}: expected a list of {NUM_JOINTS} [x, y, confidence] joints, "
+                            f"found {_json_kind(frame)}")
+        for j, joint in enumerate(frame):
+            if not isinstance(joint, (list, tuple)) or len(joint) != 3:
+                raise DataError(f"{where}: frame {t}, joint {j} ({JOINT_NAMES[j]}): expected [x, y, confidence], "
+                                f"found {_json_kind(joint)}")
+            flat.extend(joint)
+    if not all(_is_number_type(kind) for kind in set(map(type, flat))):
+        i = next(i for i, v in enumerate(flat) if not _is_number_type(type(v)))
+        raise DataError(f"{_joint_of(where, i)}: value {i % 3 + 1} is not a number ({_json_kind(flat[i])})")
+    try:
+        values = np.array(flat, dtype=np.float64).reshape(len(obj), NUM_JOINTS, 3)
+    except OverflowError:                          # an integer beyond float64: implausible anyway
+        i = next(i for i, v in enumerate(flat) if abs(v) > MAX_ABS_VALUE)
+        raise DataError(f"{_joint_of(where, i)}: value {i % 3 + 1} is implausible "
+                        f"(|value| must not exceed {MAX_ABS_VALUE:g})") from None
+    check_keypoints(values, where)
+    return values.astype(np.float32)
+
+
+def _joint_of(where: str, index: int) -> str:
+    """`where: frame t, joint j (name)` for the `index`-th number of a flattened `(T, 17, 3)` list."""
+    frame, joint = index // (NUM_JOINTS * 3), index // 3 % NUM_JOINTS
+    return f"{where}: frame {frame}, joint {joint} ({JOINT_NAMES[joint]})"
+
+
+def _is_number_type(kind: type) -> bool:
+    return issubclass(kind, (int, float)) and not issubclass(kind, bool)   # true is not a coordinate
+
+
+def _json_kind(value: object) -> str:
+    """How a JSON value looks, for error messages (never the whole value)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and abs(value) > 10 ** 18:   # repr of a huge int is slow, or refused
+        return "a very large integer"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"[:60]
+    if isinstance(value, str):
+        return f"the string {value[:30]!r}"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} keys"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    return type(value).__name__

@@ -61,38 +61,79 @@ def resolve_model_path(model: str | os.PathLike) -> Path:
 
 
 def load_recognizer(model: str | os.PathLike, device: str | torch.device = "cpu"):
-    """-> (model in eval mode, Config, meta dict, fingerprint)."""
+    """-> (model in eval mode, Config, meta dict, fingerprint).
+
+    Nothing is unpickled. In order: the sidecar must be a BPMT model description; the weights must
+    hash to its fingerprint (an integrity check against truncation and mix-ups, not a signature:
+    whoever can edit the files can re-sign them); the described model is built and every tensor of
+    the file must match it in name, shape and dtype and be finite. Any failure is a CheckpointError
+    naming the file. (The model is built before the comparison, so a description of a giant model
+    costs its memory; building it on the `meta` device first would avoid that, but its first use
+    imports sympy, about a second on every load.)
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from ..data.transforms import num_channels
-    from ..models.recognizer import BPMTRecognizer
 
     path = resolve_model_path(model)
     sidecar = path.with_suffix(".json")
     info = read_json(sidecar, f"model description of {path.name}", CheckpointError)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{sidecar}: not a BPMT model description")
-    fingerprint = file_sha256(path)
+    try:
+        fingerprint = file_sha256(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read weights ({exc.strerror or exc})") from None
     if fingerprint != info.get("sha256"):
         raise CheckpointError(f"{path}: weights do not match the fingerprint in {sidecar.name} "
                               "(file changed, truncated or from another model)")
-    try:
-        config = config_from_dict(info["config"])
-        meta = info["meta"]
-        net = BPMTRecognizer(config.model, get_partition(config.data.partition),
-                             num_channels(config.data.channels), int(meta["num_classes"]))
-    except (BPMTError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{sidecar}: invalid model description ({exc})") from None
+    config, meta = _described(info, sidecar)
+    net = _build(config, meta, sidecar)
+    expected = net.state_dict()
     try:
         state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: cannot read weights ({exc})") from None
-    expected = net.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{path}: weights do not fit the described model "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
+    wrong_type = [k for k in expected if k in state and state[k].dtype != expected[k].dtype]
+    if missing or unexpected or wrong or wrong_type:
+        raise CheckpointError(f"{path}: weights do not fit the described model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}, wrong dtype {wrong_type[:3]})")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{path}: weights contain NaN or infinite values (in {broken[:3]})")
     net.load_state_dict(state, strict=True)
     return net.to(device).eval(), config, meta, fingerprint
+
+
+def _described(info: dict, sidecar: Path) -> tuple[Config, dict]:
+    """The config and meta of a model description, checked (CheckpointError naming the sidecar)."""
+    try:
+        config = config_from_dict(info["config"])
+    except (BPMTError, KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+        raise CheckpointError(f"{sidecar}: invalid model description ({type(exc).__name__}: {exc})") from None
+    meta = info.get("meta")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{sidecar}: invalid model description (meta must be an object)")
+    classes = meta.get("num_classes")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise CheckpointError(f"{sidecar}: invalid model description (meta.num_classes must be a positive "
+                              f"integer, found {classes!r})")
+    identities = meta.get("identities")
+    # One name per class also bounds the classifier a description can ask for by its own size.
+    if (not isinstance(identities, list) or len(identities) != classes
+            or not all(isinstance(i, str) for i in identities)):
+        raise CheckpointError(f"{sidecar}: invalid model description (meta.identities must list "
+                              f"{classes} identity names)")
+    return config, meta
+
+
+def _build(config: Config, meta: dict, sidecar: Path) -> nn.Module:
+    from ..data.transforms import num_channels
+    from ..models.recognizer import BPMTRecognizer
+
+    try:
+        return BPMTRecognizer(config.model, get_partition(config.data.partition),
+                              num_channels(config.data.channels), meta["num_classes"])
+    except (BPMTError, KeyError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
+        raise CheckpointError(f"{sidecar}: invalid model description ({type(exc).__name__}: {exc})") from None
