@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -202,12 +201,12 @@ def test_identify_video_identifies_each_tracked_walker(capsys, enrolled, tiny_mo
         sequence.name = f"track-{i}"
     calls = []
 
-    def extract_sequences(video_path, progress=None):
-        calls.append(video_path)
-        return tracked if "walkers" in video_path else []
+    def extract_video(args):
+        calls.append(args.video)
+        return tracked if "walkers" in args.video else []
 
-    monkeypatch.setitem(sys.modules, "bpmt.serving.video",
-                        types.SimpleNamespace(extract_sequences=extract_sequences))
+    import bpmt.serving.gallery_cli as gallery_cli
+    monkeypatch.setattr(gallery_cli, "extract_video", extract_video)
     video = tmp_path / "walkers.mp4"
     result = run_json(capsys, "identify", tiny_model, "--gallery", enrolled, "--video", video, "--top-k", "2")
     assert calls == [str(video)] and result["source"] == str(video)

@@ -430,3 +430,32 @@ def test_single_person_mode_uses_the_whole_frame(video_libs):
     assert confident_inside_crop(sequence) > 0.95 and upright_fraction(sequence) > 0.9
     with pytest.raises(VideoError, match="no frame at or after --start-frame 5000"):
         extract_sequences(path, single_person=True, start_frame=5000)
+
+
+def test_video_to_identity_end_to_end(video_libs, tiny_model, serving_synth, tmp_path, capsys):
+    """`bpmt poses` -> `bpmt enroll --identity` -> `bpmt identify --video`: the whole chain on a real video."""
+    import json
+
+    path = fetched(videos.demo_mp4)
+    out, gallery = tmp_path / "poses", tmp_path / "gallery"
+    assert main(["poses", str(path), "--out", str(out), "--single-person", "--start-frame", "70",
+                 "--max-frames", "24", "--min-frames", "16"]) == 0
+    capsys.readouterr()
+    assert main(["enroll", str(tiny_model), "--gallery", str(gallery), "--data", str(out), "--identity", "walker",
+                 "--workers", "1"]) == 0
+    assert main(["enroll", str(tiny_model), "--gallery", str(gallery), "--data", str(serving_synth),
+                 "--ids", "0005,0006", "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert main(["identify", str(tiny_model), "--gallery", str(gallery), "--video", str(path), "--single-person",
+                 "--start-frame", "100", "--max-frames", "24", "--min-frames", "16", "--top-k", "3",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["source"] == str(path) and len(result["results"]) == 1
+    matches = result["results"][0]["matches"]
+    assert {m["identity"] for m in matches} == {"walker", "0005", "0006"}
+    distances = [m["distance"] for m in matches]
+    assert distances == sorted(distances) and all(np.isfinite(distances))
+    # a stretch of video where nobody can be tracked long enough is a clear error, not an empty answer
+    assert main(["identify", str(tiny_model), "--gallery", str(gallery), "--video", str(path), "--single-person",
+                 "--start-frame", "100", "--max-frames", "5", "--min-frames", "16"]) == 2
+    assert "no walking person found" in capsys.readouterr().err

@@ -77,11 +77,16 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     settings = _search_settings(args)
     corpus, _ = load_data(args, quiet=args.json)
     embeddings = _embed_with_progress(model, config, corpus)
-    change = enroll(root, fingerprint, config.eval.metric, embeddings, corpus.subjects, corpus.names,
+    subjects = corpus.subjects
+    if args.identity is not None:
+        if not args.identity.strip() or "/" in args.identity:
+            raise BPMTError(f"--identity {args.identity!r}: expected a non-empty name without '/'")
+        subjects = [args.identity] * len(corpus)
+    change = enroll(root, fingerprint, config.eval.metric, embeddings, subjects, corpus.names,
                     source=str(Path(args.data).resolve()), settings=settings)
     manifest = change.manifest
     result = {"gallery": str(root), "generation": manifest.generation, "added": change.added,
-              "replaced": change.replaced, "enrolled_identities": len(set(corpus.subjects)),
+              "replaced": change.replaced, "enrolled_identities": len(set(subjects)),
               "sequences": len(manifest.entries), "identities": len(manifest.identities),
               "index": manifest.index_tag}
     if args.json:
@@ -113,6 +118,38 @@ def format_identifications(identifications, header: str) -> str:
     return "\n".join(lines)
 
 
+def extract_video(args: argparse.Namespace) -> list:
+    """`--video` -> one pose `Sequence` per tracked walker, with a progress bar over the frames."""
+    import sys
+
+    from tqdm import tqdm
+
+    from .video import extract_sequences, extraction_steps
+    from .video.libs import import_mediapipe_pose, native_stderr_silenced
+    from .video.reader import probe_video
+
+    with native_stderr_silenced():
+        info = probe_video(args.video)
+    import_mediapipe_pose()                     # a missing library fails here, before any work
+    with native_stderr_silenced() as stderr, \
+            tqdm(total=extraction_steps(info, args.max_frames, args.start_frame), unit="frame", desc="poses",
+                 file=stderr, leave=False, disable=args.json) as bar:
+        sequences = extract_sequences(args.video, min_frames=args.min_frames, max_frames=args.max_frames,
+                                      start_frame=args.start_frame, single_person=args.single_person,
+                                      progress=bar.update)
+    if not args.json:
+        print(f"{args.video}: {len(sequences)} tracked walker(s)", file=sys.stderr)
+    return sequences
+
+
+def _identify_video(identifier, args: argparse.Namespace, threshold):
+    sequences = extract_video(args)
+    if not sequences:
+        raise BPMTError(f"{args.video}: no walking person found (no track with a pose on at least "
+                        f"{args.min_frames} frames); try --min-frames or --single-person")
+    return identifier.identify_sequences(sequences, args.top_k, threshold, source=str(args.video))
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
     from .identify import Identifier
 
@@ -123,7 +160,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     threshold = None if args.no_threshold else ("gallery" if args.threshold is None else args.threshold)
     identifier = Identifier(args.model, args.gallery, nprobe=args.nprobe, ef_search=args.ef_search)
     if args.video is not None:
-        results = identifier.identify_video(args.video, args.top_k, threshold)
+        results = _identify_video(identifier, args, threshold)
         source = args.video
     else:
         from ..cli import _embed_with_progress, load_data
@@ -266,15 +303,23 @@ def register(sub) -> None:
                    help=f"exact search below N sequences, approximate from there on "
                         f"(stored in the gallery; default {DEFAULT_EXACT_LIMIT:,})")
     p.add_argument("--index", choices=APPROXIMATE_KINDS, help="approximate index kind (stored; default hnsw)")
+    p.add_argument("--identity", metavar="NAME",
+                   help="enrol every selected sequence under NAME instead of its identity folder "
+                        "(e.g. a track of `bpmt poses`, chosen with --seqs)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("identify", help="rank the gallery's identities for each query sequence")
     p.add_argument("model", metavar="MODEL", help=model_help)
     p.add_argument("--gallery", required=True, metavar="DIR", help="gallery folder made by `bpmt enroll`")
-    add_data_args(p, data_flag=True)
-    p._option_string_actions["--data"].required = False     # --data or --video, checked in cmd_identify
-    p.add_argument("--video", metavar="FILE", help="video: every tracked walker is identified")
+    add_data_args(p, data_flag=True, data_required=False)     # --data or --video, checked in cmd_identify
+    p.add_argument("--video", metavar="FILE", help="video: every tracked walker is identified (needs the video extra)")
+    p.add_argument("--start-frame", type=int, default=0, help="--video: first frame to read (default: %(default)s)")
+    p.add_argument("--max-frames", type=_positive, help="--video: read at most this many frames (default: all)")
+    p.add_argument("--min-frames", type=_positive, default=20,
+                   help="--video: keep walkers tracked with a pose on at least this many frames (default: %(default)s)")
+    p.add_argument("--single-person", action="store_true",
+                   help="--video: one person fills the frame (no detection or tracking)")
     p.add_argument("--top-k", type=_positive, default=5, help="identities listed per query (default: %(default)s)")
     p.add_argument("--threshold", type=_non_negative, metavar="D",
                    help="unknown when the best distance is above D (default: the gallery's calibrated one)")
