@@ -61,6 +61,22 @@ def test_ids_list_and_file(capsys, gait3d_cache, tmp_path):
     assert stats_json(capsys, gait3d_cache, "--ids", id_file)["identities"] == len(fold)
 
 
+def test_sequence_selection(capsys, gait3d_cache, tmp_path):
+    from bpmt.data.source import open_data
+
+    names = open_data(gait3d_cache, ["0000", "0001"])[0].names
+    kept = stats_json(capsys, gait3d_cache, "--ids", "0000,0001", "--seqs", ",".join(names[:3]))
+    assert kept["sequences"] == 3
+    drop = tmp_path / "drop.txt"
+    drop.write_text("\n".join(names[:2]) + "\n")
+    rest = stats_json(capsys, gait3d_cache, "--ids", "0000,0001", "--exclude-seqs", drop)
+    assert rest["sequences"] == len(names) - 2
+    err = run_error(capsys, ["stats", gait3d_cache, "--ids", "0000", "--seqs", names[-1]])
+    assert "--seqs" in err and names[-1] in err           # a sequence of 0001 is not in --ids 0000
+    err = run_error(capsys, ["stats", gait3d_cache, "--ids", "0000,0001", "--exclude-seqs", ",".join(names)])
+    assert "leave no sequence" in err
+
+
 def test_ids_on_raw_folder(capsys, gait3d_root):
     stats = stats_json(capsys, gait3d_root, "--ids", "0000,0001", "--workers", "1")
     assert stats["identities"] == 2 and stats["parse"]["sequences"] == stats["sequences"]

@@ -20,15 +20,18 @@ from .errors import BPMTError
 # Shared argument groups
 
 
-def add_data_args(parser: argparse.ArgumentParser, data_flag: bool = False) -> None:
+def add_data_args(parser: argparse.ArgumentParser, data_flag: bool = False, data_required: bool = True) -> None:
     """DATA (positional, or `--data` when `data_flag`) plus the identity-subset options."""
     if data_flag:
-        parser.add_argument("--data", required=True, help="Gait3D 2D_Poses folder, pose-pickle folder or prepared cache")
+        parser.add_argument("--data", required=data_required, help="Gait3D 2D_Poses folder, pose-pickle folder or prepared cache")
     else:
         parser.add_argument("data", metavar="DATA", help="Gait3D 2D_Poses folder, pose-pickle folder or prepared cache")
     parser.add_argument("--ids", help="identities to use: comma-separated list or a file with one per line")
     parser.add_argument("--split", help="official-style split file (e.g. Gait3D.json)")
     parser.add_argument("--subset", choices=["train", "test"], help="which identities of --split to use")
+    parser.add_argument("--seqs", help="sequences to use (after --ids): comma-separated names "
+                                       "(<ID>-<camid_videoid>-<seqK>) or a file with one per line")
+    parser.add_argument("--exclude-seqs", help="sequences to leave out: comma-separated names or a file")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="parallel parser processes for raw folders (default: %(default)s)")
     parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
@@ -60,7 +63,29 @@ def load_data(args: argparse.Namespace, quiet: bool = False):
             bar.close()
     if report is not None and report.skipped and not quiet:
         print(f"warning: {report.summary()}", file=sys.stderr)
+    corpus = select_sequences(corpus, getattr(args, "seqs", None), getattr(args, "exclude_seqs", None))
     return corpus, report
+
+
+def select_sequences(corpus, keep: str | None, drop: str | None):
+    """Apply `--seqs` / `--exclude-seqs` (names or files of names); unknown names are errors."""
+    from .data.source import parse_ids
+
+    if keep is None and drop is None:
+        return corpus
+    known = {name: i for i, name in enumerate(corpus.names)}
+    wanted, unwanted = parse_ids(keep) or [], parse_ids(drop) or []
+    for option, names in (("--seqs", wanted), ("--exclude-seqs", unwanted)):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise BPMTError(f"{option}: {len(unknown)} sequence(s) not in {corpus.source or 'DATA'} "
+                            f"(after --ids), e.g. {unknown[:3]}")
+    chosen = [known[n] for n in wanted] if keep is not None else list(range(len(corpus)))
+    dropped = {known[n] for n in unwanted}
+    chosen = [i for i in dict.fromkeys(chosen) if i not in dropped]
+    if not chosen:
+        raise BPMTError("--seqs/--exclude-seqs leave no sequence")
+    return corpus.select(chosen)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,17 +151,33 @@ def _positive_int(text: str) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .data.synth import write_synthetic
+    from .data.synth import gait3d_plan, uniform_plan, write_plan
 
     if args.seed < 0:
         raise BPMTError(f"--seed must be >= 0, got {args.seed}")
+    if args.preset is None:
+        if args.scale is not None:
+            raise BPMTError("--scale needs --preset gait3d")
+        plan = uniform_plan(args.subjects or 20, args.sequences_per_subject or 6)
+        shape = f"{plan.subjects} subjects x {int(plan.sequences[0])} sequences"
+    else:
+        if args.subjects or args.sequences_per_subject:
+            raise BPMTError(f"--preset {args.preset} sets the subjects and sequences; "
+                            "drop --subjects/--sequences-per-subject (use --scale to resize)")
+        scale = 1.0 if args.scale is None else args.scale
+        try:
+            plan = gait3d_plan(scale, seed=args.seed)
+        except ValueError as exc:
+            raise BPMTError(f"--scale {scale}: {exc}") from None
+        shape = (f"preset {args.preset} x {scale:g}: {plan.subjects} subjects, {plan.total} sequences, "
+                 f"~{int(plan.lengths.sum()):,} frames before drops")
     start = time.perf_counter()
-    total = args.subjects * args.sequences_per_subject
-    with tqdm(total=total, unit="seq", desc="synth", file=sys.stderr) as bar:
-        root = write_synthetic(args.out, args.subjects, args.sequences_per_subject, seed=args.seed,
-                               progress=bar.update)
-    print(f"wrote {root}: {args.subjects} subjects x {args.sequences_per_subject} sequences "
-          f"(seed {args.seed}) in {time.perf_counter() - start:.1f}s")
+    with tqdm(total=plan.total, unit="seq", desc="synth", file=sys.stderr) as bar:
+        root = write_plan(args.out, plan, seed=args.seed, workers=args.workers, progress=bar.update)
+    print(f"wrote {root}: {shape} (seed {args.seed}) in {time.perf_counter() - start:.1f}s")
+    if plan.train_subjects is not None:
+        print(f"split file: {Path(args.out) / 'split.json'} ({plan.train_subjects} training, "
+              f"{plan.subjects - plan.train_subjects} test identities)")
     return 0
 
 
@@ -331,9 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic walker dataset in Gait3D's native layout")
     p.add_argument("out", metavar="OUT", help="folder to create; the data goes to OUT/2D_Poses")
-    p.add_argument("--subjects", type=_positive_int, default=20, help="identities (default: %(default)s)")
-    p.add_argument("--sequences-per-subject", type=_positive_int, default=6,
-                   help="sequences per identity (default: %(default)s)")
+    p.add_argument("--subjects", type=_positive_int, help="identities (default: 20)")
+    p.add_argument("--sequences-per-subject", type=_positive_int, help="sequences per identity (default: 6)")
+    p.add_argument("--preset", choices=["gait3d"],
+                   help="a dataset of Gait3D's size and shape (4,000 identities, 25,309 sequences with Gait3D's "
+                        "skewed sequences per identity and lengths, 39 cameras) plus OUT/split.json")
+    p.add_argument("--scale", type=float, help="with --preset: multiply its size, e.g. 0.125 (default: 1)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="parallel writer processes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default: %(default)s)")
     p.set_defaults(func=cmd_synth)
 
@@ -418,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                        # `bpmt stats ... | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())      # keep Python's exit-time flush from raising again
+        return 0
 
 
 if __name__ == "__main__":

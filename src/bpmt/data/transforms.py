@@ -33,7 +33,35 @@ def _neck_and_hip(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return neck, hip
 
 
-def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequence") -> np.ndarray:
+def _clean_points(keypoints: np.ndarray) -> np.ndarray:
+    """`(T, 17, 3)` as float64, non-finite joints zeroed (treated as missing)."""
+    points = np.asarray(keypoints, dtype=np.float64).copy()
+    points[~np.isfinite(points).all(axis=-1)] = 0.0
+    return points
+
+
+def _spine(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`(T, 17, 2)` -> neck `(T, 2)`, spine neck -> mid-hip `(T, 2)`, torso length `(T,)`, usable `(T,)`."""
+    neck, hip = _neck_and_hip(xy)
+    spine = hip - neck
+    torso = np.hypot(spine[:, 0], spine[:, 1])
+    return neck, spine, torso, np.isfinite(torso) & (torso > _MIN_TORSO)
+
+
+def reference_torso_length(keypoints: np.ndarray) -> float:
+    """The median torso length of a `(T, 17, 3)` sequence over its usable frames (1 when none):
+    `normalize`'s per-sequence scale. Frames normalised one window at a time with
+    `normalize(window, torso_length=reference_torso_length(whole))` equal the whole sequence's."""
+    _, _, torso, valid = _spine(_clean_points(keypoints)[..., :2])
+    return _median_torso(torso, valid)
+
+
+def _median_torso(torso: np.ndarray, valid: np.ndarray) -> float:
+    return float(np.median(torso[valid])) if valid.any() else 1.0
+
+
+def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequence",
+              torso_length: float | None = None) -> np.ndarray:
     """Centre each frame on the neck and scale torso length to 1; optionally make the spine vertical.
 
     keypoints: `(T, 17, 3)` x, y, conf in any pixel frame (y down). Returns `(T, 17, 3)` float32.
@@ -44,20 +72,18 @@ def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequenc
     Non-finite joints are treated as missing (x = y = conf = 0). Frames whose torso length is zero
     or non-finite use the sequence's median torso length (or 1 when no frame has one) and are not
     rotated, so the output never holds NaN or inf.
+    torso_length: the sequence's `reference_torso_length`, when `keypoints` are only some of its
+    frames (every frame is normalised on its own apart from this one number).
     """
     if keypoints.ndim != 3 or keypoints.shape[1:] != (17, 3):
         raise ValueError(f"expected (T, 17, 3) keypoints, got shape {keypoints.shape}")
     if scale not in ("sequence", "frame"):
         raise ValueError(f"scale must be 'sequence' or 'frame', not {scale!r}")
-    points = np.asarray(keypoints, dtype=np.float64).copy()
-    points[~np.isfinite(points).all(axis=-1)] = 0.0
+    points = _clean_points(keypoints)
     xy = points[..., :2]                                              # (T, 17, 2) view
 
-    neck, hip = _neck_and_hip(xy)
-    spine = hip - neck                                                # (T, 2)
-    torso = np.hypot(spine[:, 0], spine[:, 1])                        # (T,)
-    valid = np.isfinite(torso) & (torso > _MIN_TORSO)
-    fallback = float(np.median(torso[valid])) if valid.any() else 1.0
+    neck, spine, torso, valid = _spine(xy)                            # (T, 2), (T, 2), (T,), (T,)
+    fallback = _median_torso(torso, valid) if torso_length is None else float(torso_length)
     if scale == "sequence":
         lengths = np.full(len(points), fallback)
     else:
@@ -200,17 +226,24 @@ def temporal_crop(length_total: int, clip_len: int, rng: np.random.Generator) ->
 def temporal_resample(keypoints: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
     """Change walking speed: linearly resample the T frames to round(T * factor) >= 2 frames,
     factor drawn from [low, high] (factor < 1 = faster walking, fewer frames)."""
+    before, after, weight = resample_positions(len(keypoints), rng, low, high)
+    weight = weight.astype(keypoints.dtype)[:, None, None]
+    return keypoints[before] * (1 - weight) + keypoints[after] * weight
+
+
+def resample_positions(length: int, rng: np.random.Generator, low: float,
+                       high: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`temporal_resample`'s draw: output frame i = (1 - weight[i]) * before[i] + weight[i] * after[i],
+    all `(T',)` (frame indices, float64 weights). Lets a caller read only the frames it keeps."""
     if not 0 < low <= high:
         raise ValueError(f"speed range must satisfy 0 < low <= high, got [{low}, {high}]")
-    length = len(keypoints)
     if length == 0:
         raise ValueError("cannot resample an empty sequence")
     new_length = max(2, round(length * rng.uniform(low, high)))
     position = np.linspace(0.0, length - 1, new_length)              # (T',)
     before = np.floor(position).astype(np.int64)
     after = np.minimum(before + 1, length - 1)
-    weight = (position - before).astype(keypoints.dtype)[:, None, None]
-    return keypoints[before] * (1 - weight) + keypoints[after] * weight
+    return before, after, position - before
 
 
 # ---------------------------------------------------------------------------------------------

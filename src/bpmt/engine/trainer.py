@@ -5,14 +5,17 @@ phase 2 (part-pair masked pretraining), finetuning - each resumable from its `la
 stage hands its T1/T2 weights to the next through `weights.safetensors`, loaded non-strictly
 but with the missing keys asserted to be exactly the new modules'.
 
-Every step's batch and random masks come from generators seeded with (seed, stage, step, rank),
-so an interrupted and resumed run replays the same steps, and DDP ranks draw distinct batches.
+Every step's global batch comes from a generator seeded with (seed, stage, step) - the same on every
+DDP rank, and each rank builds its own `Shard` of it (its own identities, K samples each; world_size
+x P identities x K = one global batch); random masks and dropout come from (seed, stage, step, rank).
+So an interrupted and resumed run replays the same steps, and ranks never train on the same identities.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +26,10 @@ import torch
 from torch import nn
 
 from ..config import Config, FinetuneConfig, PretrainConfig, save_config
-from ..data.batches import PoseBatcher
+from ..data.batches import SINGLE_PROCESS, PoseBatcher, Shard
 from ..data.corpus import PoseCorpus
 from ..data.transforms import num_channels
-from ..errors import BPMTError, CheckpointError
+from ..errors import BPMTError, CheckpointError, ConfigError
 from ..finetune.step import Finetuner
 from ..models.recognizer import BPMTRecognizer, build_encoders, build_fusion
 from ..pretrain.phase1 import Phase1Pretrainer
@@ -123,14 +126,23 @@ def build_stage_module(stage: str, cfg: Config, num_classes: int, previous: Path
 
 
 def _stage_step(stage: str, module: nn.Module, batcher: PoseBatcher, cfg: Config, rng: np.random.Generator,
-                generator: torch.Generator, device) -> tuple[torch.Tensor, dict[str, float]]:
+                generator: torch.Generator, device, shard: Shard = SINGLE_PROCESS) -> tuple[torch.Tensor, dict[str, float]]:
+    """This rank's loss on its shard of the global batch drawn from `rng`."""
     if stage == "finetune":
         f = cfg.finetune
-        batch = batcher.identity_batch(rng, f.identities_per_batch, f.samples_per_identity).to(device)
+        batch = batcher.identity_batch(rng, f.identities_per_batch, f.samples_per_identity, shard).to(device)
         return module(batch.features, batch.padding_mask, batch.labels)
     sc: PretrainConfig = getattr(cfg, stage)
-    batch = batcher.random_batch(rng, sc.batch_size).to(device)
+    batch = batcher.random_batch(rng, sc.batch_size, shard).to(device)
     return module(batch.features, batch.coords, batch.padding_mask, generator)
+
+
+def step_generators(cfg: Config, stage: str, step: int, rank: int) -> tuple[np.random.Generator, int]:
+    """(the global batch's generator, the same on every rank; this rank's seed for masks and dropout)."""
+    stage_index = STAGES.index(stage)
+    batch_rng = np.random.default_rng([cfg.seed, stage_index, step])
+    rank_seed = int(np.random.default_rng([cfg.seed, stage_index, step, rank]).integers(2 ** 62))
+    return batch_rng, rank_seed
 
 
 def make_fabric(cfg: Config):
@@ -145,8 +157,12 @@ def make_fabric(cfg: Config):
         # parameters get no gradient in a step; DDP must be told to expect that.
         from lightning.fabric.strategies import DDPStrategy
         strategy = DDPStrategy(find_unused_parameters=True)
-    return Fabric(accelerator=e.accelerator, devices=e.devices, num_nodes=e.num_nodes, strategy=strategy,
-                  precision=e.precision)
+    try:
+        return Fabric(accelerator=e.accelerator, devices=e.devices, num_nodes=e.num_nodes, strategy=strategy,
+                      precision=e.precision)
+    except (ValueError, RuntimeError) as exc:   # Lightning's MisconfigurationException is a ValueError
+        raise ConfigError(f"engine (accelerator={e.accelerator}, devices={e.devices}, strategy={e.strategy}, "
+                          f"precision={e.precision}): {exc}") from None
 
 
 def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFolder,
@@ -162,10 +178,15 @@ def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFol
     state = {"module": module, "optimizer": optimizer, "step": 0, "seconds": 0.0}
     checkpoint = run.checkpoint(stage)
     if checkpoint.is_file():
-        fabric.load(checkpoint, state, weights_only=True)
+        try:
+            fabric.load(checkpoint, state, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, OSError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise CheckpointError(f"{checkpoint}: cannot resume ({type(exc).__name__}: {first}); delete it to "
+                                  f"restart {stage} from step 0") from None
         report(f"{stage}: resuming at step {state['step']}/{sc.steps} from {checkpoint}")
     log = CsvLog(run.log(stage), state["step"]) if fabric.is_global_zero else None
-    stage_index = STAGES.index(stage)
+    shard = Shard(fabric.global_rank, fabric.world_size)
     bar = None
     if show_progress and fabric.is_global_zero:
         from tqdm import tqdm
@@ -173,22 +194,25 @@ def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFol
     start, loss_value, seconds_before = time.perf_counter(), float("nan"), float(state["seconds"])
     module.train()
     for step in range(state["step"], sc.steps):
-        rng = np.random.default_rng([cfg.seed, stage_index, step, fabric.global_rank])
-        seed = int(rng.integers(2 ** 62))
+        rng, seed = step_generators(cfg, stage, step, shard.rank)
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # dropout
         lr = lr_at(step, sc.steps, sc.warmup_steps, sc.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, parts = _stage_step(stage, module, batcher, cfg, rng, generator, fabric.device)
-        if not torch.isfinite(loss):
-            raise BPMTError(f"{stage}: loss became {float(loss)} at step {step}; lower the learning rate "
+        loss, parts = _stage_step(stage, module, batcher, cfg, rng, generator, fabric.device, shard)
+        # The global batch's loss (mean over ranks), so that every rank stops together on a bad step.
+        global_loss = loss.detach().float()
+        if shard.world_size > 1:
+            global_loss = fabric.all_reduce(global_loss, reduce_op="mean")
+        if not torch.isfinite(global_loss):
+            raise BPMTError(f"{stage}: loss became {float(global_loss)} at step {step}; lower the learning rate "
                             f"({stage}.lr={sc.lr}) and resume with --resume")
         fabric.backward(loss)
         fabric.clip_gradients(module, optimizer, max_norm=5.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = float(loss.detach())
+        loss_value = float(global_loss)
         if log is not None and (step % cfg.engine.log_every == 0 or step == sc.steps - 1):
             log.append({"step": step, "loss": loss_value, "lr": lr, **parts})
         if bar is not None:

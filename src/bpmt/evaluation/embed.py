@@ -21,24 +21,28 @@ def embed_sequences(model: nn.Module, batcher: PoseBatcher, *, batch_size: int =
     mirrored sequence's, with `flip`) are averaged weighted by their frame counts.
     """
     was_training = model.training
-    model.eval()
-    items: list[tuple[int, np.ndarray]] = []
+    if was_training:                # eval() walks every submodule: ~24 ms per call, so only when needed
+        model.eval()
+    # Which chunks to embed, not their frames: frames are read per batch, so memory stays bounded.
+    items: list[tuple[int, tuple[int, int], bool]] = []     # (sequence, (start, stop), mirrored)
     for index in range(len(batcher.corpus)):
         for mirrored in ((False, True) if flip else (False,)):
-            items.extend((index, chunk) for chunk in batcher.test_chunks(index, mirrored))
-    items.sort(key=lambda item: len(item[1]))              # similar lengths together: less padding
+            items.extend((index, span, mirrored) for span in batcher.test_spans(index))
+    items.sort(key=lambda item: item[1][1] - item[1][0])   # similar lengths together: less padding
     sums: np.ndarray | None = None
     weights = np.zeros(len(batcher.corpus))
     for start in range(0, len(items), batch_size):
         group = items[start:start + batch_size]
-        batch = collate([chunk for _, chunk in group], batcher.cfg.channels, batcher.multiple)
+        chunks = [batcher.test_chunk(index, span, mirrored) for index, span, mirrored in group]
+        batch = collate(chunks, batcher.cfg.channels, batcher.multiple)
         out = model(batch.features.to(device), batch.padding_mask.to(device)).float().cpu().numpy()
         if sums is None:
             sums = np.zeros((len(batcher.corpus), out.shape[1]))
-        for (index, chunk), vector in zip(group, out):
+        for (index, _, _), chunk, vector in zip(group, chunks, out):
             sums[index] += len(chunk) * vector
             weights[index] += len(chunk)
         if progress:
             progress(len(group))
-    model.train(was_training)
+    if was_training:
+        model.train()
     return (sums / weights[:, None]).astype(np.float32)
