@@ -438,7 +438,7 @@ def test_exact_search_distances_are_euclidean():
     assert padded_ids[0, 3:].tolist() == [-1, -1] and np.isinf(padded_d[0, 3:]).all()
 
 
-@pytest.mark.parametrize("kind, tag", [("hnsw", "hnsw16"), ("ivf", "ivf133")])
+@pytest.mark.parametrize("kind, tag", [("hnsw", "hnsw32"), ("ivf", "ivf133")])
 def test_large_gallery_uses_a_stored_approximate_index_and_extends_it(tmp_path, kind, tag):
     root = tmp_path / "g"
     vectors, owners, queries, query_owners = clustered(1200, 120, 60)
