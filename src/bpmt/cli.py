@@ -138,7 +138,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 # --- synthetic data and drawings
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -372,13 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write a synthetic walker dataset in Gait3D's native layout")
     p.add_argument("out", metavar="OUT", help="folder to create; the data goes to OUT/2D_Poses")
-    p.add_argument("--subjects", type=_positive_int, help="identities (default: 20)")
-    p.add_argument("--sequences-per-subject", type=_positive_int, help="sequences per identity (default: 6)")
+    p.add_argument("--subjects", type=positive_int, help="identities (default: 20)")
+    p.add_argument("--sequences-per-subject", type=positive_int, help="sequences per identity (default: 6)")
     p.add_argument("--preset", choices=["gait3d"],
                    help="a dataset of Gait3D's size and shape (4,000 identities, 25,309 sequences with Gait3D's "
                         "skewed sequences per identity and lengths, 39 cameras) plus OUT/split.json")
     p.add_argument("--scale", type=float, help="with --preset: multiply its size, e.g. 0.125 (default: 1)")
-    p.add_argument("--workers", type=_positive_int, default=1, help="parallel writer processes (default: %(default)s)")
+    p.add_argument("--workers", type=positive_int, default=1, help="parallel writer processes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default: %(default)s)")
     p.set_defaults(func=cmd_synth)
 
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p)
     p.add_argument("--sequence", required=True, metavar="NAME", help="sequence name, e.g. 0000-camid3_videoid1-seq0")
     p.add_argument("--out", required=True, metavar="FILE", help="image to write: .png for a grid of frames, .gif to animate")
-    p.add_argument("--frames", type=_positive_int, default=None,
+    p.add_argument("--frames", type=positive_int, default=None,
                    help="frames to draw, evenly spaced (default: 8 for a grid, every frame for a GIF)")
     p.add_argument("--partition", default="default", choices=sorted(PARTITIONS),
                    help="body-part partition that decides the colours (default: %(default)s)")

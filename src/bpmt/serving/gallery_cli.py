@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+from ..cli import positive_int as _positive
 from ..errors import BPMTError
 
 
@@ -33,16 +34,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a rate between 0 and 1, got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a rate between 0 and 1 (0.01 = 1%), got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
 
 

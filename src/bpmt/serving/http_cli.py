@@ -12,21 +12,13 @@ import math
 import os
 import sys
 
+from ..cli import positive_int as _positive
+
 # The service's defaults (`bpmt.serving.http`), repeated here so that `bpmt --help` does not import
 # FastAPI; tests/test_http.py checks that they agree.
 DEFAULT_MAX_BODY_MB = 8.0
 DEFAULT_MAX_VIDEO_MB = 64.0
 DEFAULT_MAX_FRAMES = 10_000
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 def _port(text: str) -> int:
