@@ -3,7 +3,9 @@
 For every seed and each of the four identity-disjoint folds of the shipped 38-identity Gait3D
 subset: train the config's stages on the other folds' identities, embed the held-out fold's
 sequences, leave-one-out retrieval (Euclidean). Prints per-run and mean ± std (over folds and
-seeds) Rank-1, Rank-5, mAP, mINP next to the training-free floor, and writes JSON.
+seeds) Rank-1, Rank-5, mAP, mINP next to the training-free floor, and writes JSON. Every run
+folder holds its plots: `<stage>/loss.png` (loss curves per phase) and `cmc.png` (the CMC curve
+of its evaluation).
 
 Runs are kept under --out; rerunning resumes unfinished runs and reuses finished ones, so the
 benchmark survives interruption.
@@ -28,7 +30,8 @@ from bpmt.data.cache import build_cache, is_cache
 from bpmt.data.source import open_data
 from bpmt.engine.export import load_recognizer
 from bpmt.engine.trainer import train
-from bpmt.evaluation.evaluate import embed_corpus
+from bpmt.engine.plots import plot_cmc
+from bpmt.evaluation.evaluate import embed_corpus, score_embeddings
 from bpmt.evaluation.handcrafted import handcrafted_features, standardize
 from bpmt.evaluation.protocols import fold_split, leave_one_out, load_folds, mean_std
 from bpmt.evaluation.report import format_folds
@@ -72,7 +75,8 @@ def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool) -
     model, cfg, _, _ = load_recognizer(run_dir)
     test = corpus.select_ids(test_ids)
     embeddings = embed_corpus(model, cfg, test)
-    result = leave_one_out(embeddings, test.subjects, metric=cfg.eval.metric)
+    result = score_embeddings(embeddings, test.names, test.subjects, metric=cfg.eval.metric)["loo"]
+    plot_cmc(result["cmc"], run_dir / "cmc.png", title=f"{run_dir.parent.name} {run_dir.name}: leave-one-out CMC")
     times = {s: json.loads((run_dir / s / "time.json").read_text())["seconds"] for s in cfg.stages}
     return {**result, "train_seconds": sum(times.values()), "stage_seconds": times}
 

@@ -38,6 +38,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    arch: Literal["bpmt", "frame"] = "bpmt"       # BPMT, or the plain whole-body frame-token transformer floor
     layer: Literal["iip", "vanilla"] = "iip"      # IIP-Transformer layers or the vanilla baseline
     dim: int = 64                                 # token width of T1 and T2
     heads: int = 4
@@ -127,6 +128,9 @@ class Config:
         for c in self.data.channels:
             if c not in CHANNELS:
                 raise ConfigError(f"data.channels: unknown channel {c!r} (known: {', '.join(CHANNELS)})")
+        if self.model.arch == "frame" and self.stages != ["finetune"]:
+            raise ConfigError(f"model.arch=frame (the plain transformer floor) has no pretraining: "
+                              f"stages must be [finetune], got {self.stages}")
         if self.model.dim % self.model.heads:
             raise ConfigError(f"model.dim ({self.model.dim}) must be divisible by model.heads ({self.model.heads})")
         for name in ("phase1", "phase2"):

@@ -130,10 +130,10 @@ def _described(info: dict, sidecar: Path) -> tuple[Config, dict]:
 
 def _build(config: Config, meta: dict, sidecar: Path) -> nn.Module:
     from ..data.transforms import num_channels
-    from ..models.recognizer import BPMTRecognizer
+    from ..models.recognizer import build_recognizer
 
     try:
-        return BPMTRecognizer(config.model, get_partition(config.data.partition),
+        return build_recognizer(config.model, get_partition(config.data.partition),
                               num_channels(config.data.channels), meta["num_classes"])
     except (BPMTError, KeyError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
         raise CheckpointError(f"{sidecar}: invalid model description ({type(exc).__name__}: {exc})") from None

@@ -30,7 +30,7 @@ from ..data.corpus import PoseCorpus
 from ..data.transforms import num_channels
 from ..errors import BPMTError, CheckpointError, ConfigError
 from ..finetune.step import Finetuner
-from ..models.recognizer import BPMTRecognizer, build_encoders, build_fusion
+from ..models.recognizer import build_encoders, build_fusion, build_recognizer
 from ..pretrain.phase1 import Phase1Pretrainer
 from ..pretrain.phase2 import Phase2Pretrainer
 from ..skeleton import get_partition
@@ -115,7 +115,7 @@ def build_stage_module(stage: str, cfg: Config, num_classes: int, previous: Path
                                   mask_ratio=cfg.phase2.mask_ratio, mask_type=cfg.phase2.mask_type,
                                   freeze_t1=cfg.phase2.freeze_t1)
         return module
-    recognizer = BPMTRecognizer(m, partition, channels, num_classes)
+    recognizer = build_recognizer(m, partition, channels, num_classes)
     if previous is not None:
         after_phase2 = previous.parent.name == "phase2"
         keep = ("encoders.", "fusion.") if after_phase2 else ("encoders.",)

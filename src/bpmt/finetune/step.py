@@ -6,12 +6,11 @@ import torch
 from torch import nn
 
 from ..config import FinetuneConfig
-from ..models.recognizer import BPMTRecognizer
 from .losses import recognition_loss
 
 
 class Finetuner(nn.Module):
-    def __init__(self, recognizer: BPMTRecognizer, cfg: FinetuneConfig):
+    def __init__(self, recognizer: nn.Module, cfg: FinetuneConfig):
         super().__init__()
         self.recognizer = recognizer
         self.cfg = cfg

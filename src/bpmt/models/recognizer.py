@@ -63,3 +63,11 @@ class BPMTRecognizer(nn.Module):
     def forward(self, features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """Test-time embedding: the post-BN feature `(B, E)`."""
         return self.forward_head(self.forward_features(features, padding_mask))[0]
+
+
+def build_recognizer(cfg: ModelConfig, partition: Partition, in_channels: int, num_classes: int) -> nn.Module:
+    """The recogniser `cfg.arch` names: BPMT, or the plain frame-token transformer floor."""
+    if cfg.arch == "frame":
+        from .frame_baseline import FrameTransformerRecognizer
+        return FrameTransformerRecognizer(cfg, in_channels, num_classes)
+    return BPMTRecognizer(cfg, partition, in_channels, num_classes)

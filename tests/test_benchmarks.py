@@ -1,0 +1,61 @@
+"""The development-protocol benchmark end to end on synthetic walkers (tiny model, two folds)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from conftest import TINY_TRAIN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp_path, capsys):
+    protocol, ablation = load("protocol"), load("ablation_table")
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps([[f"{i:04d}" for i in range(4)], [f"{i:04d}" for i in range(4, 8)]]))
+    out, result = tmp_path / "runs", tmp_path / "tiny.json"
+    args = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data", str(serving_synth), "--folds", str(folds),
+            "--out", str(out), "--only-folds", "1", "--json", str(result), *TINY_TRAIN, "stages=[phase1,finetune]"]
+    assert protocol.main(args) == 0
+    data = json.loads(result.read_text())
+    assert data["folds"] == [1] and len(data["runs"]) == 1
+    run = data["runs"][0]
+    assert len(run["cmc"]) == 20 and run["cmc"][0] == run["rank1"] and run["cmc"] == sorted(run["cmc"])
+    assert 0 <= run["mAP"] <= 100 and run["queries"] == 12
+    run_dir = out / "tiny" / "seed0-fold1"
+    for plot in ("cmc.png", "phase1/loss.png", "finetune/loss.png"):
+        assert (run_dir / plot).stat().st_size > 1000, plot
+    assert len(data["floor"]["runs"]) == 1
+
+    weights = (run_dir / "model.safetensors").read_bytes()
+    assert protocol.main(args) == 0                     # a finished run is reused, not retrained
+    assert (run_dir / "model.safetensors").read_bytes() == weights
+    assert json.loads(result.read_text())["summary"] == data["summary"]
+
+    capsys.readouterr()
+    assert ablation.main([str(result)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[2].startswith("| tiny | ") and "| 1 |" in rows[2] and f"{run['rank1']:.1f} ± 0.0" in rows[2]
+    assert rows[3].startswith("| training-free floor |")
+
+
+def test_ablation_table_refuses_files_it_cannot_compare(tmp_path, capsys):
+    ablation = load("ablation_table")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert ablation.main([str(bad)]) == 2
+    assert f"{bad}: not a benchmarks/protocol.py result" in capsys.readouterr().err
+    base = {"name": "a", "overrides": [], "runs": [], "summary": {}, "floor": {}}
+    (tmp_path / "a.json").write_text(json.dumps({**base, "folds": [0]}))
+    (tmp_path / "b.json").write_text(json.dumps({**base, "folds": [1]}))
+    assert ablation.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
+    assert "different folds" in capsys.readouterr().err
