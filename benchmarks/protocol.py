@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{name}: {args.config} {' '.join(args.overrides)} (seeds {seeds}, folds {fold_ids})")
     print(format_folds(per_run, summary, COLUMNS, labels))
     print("\ntraining-free floor (same folds):")
-    print(format_folds(floor_runs, floor_summary, COLUMNS))
+    print(format_folds(floor_runs, floor_summary, COLUMNS, [f"fold {k}" for k in fold_ids]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({
             "name": name, "config": args.config, "overrides": args.overrides, "seeds": seeds, "folds": fold_ids,
