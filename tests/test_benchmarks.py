@@ -42,9 +42,10 @@ def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp
     assert json.loads(result.read_text())["summary"] == data["summary"]
 
     capsys.readouterr()
-    assert ablation.main([str(result)]) == 0
+    assert ablation.main([str(result), "--plot", str(tmp_path / "ablation.png")]) == 0
+    assert (tmp_path / "ablation.png").stat().st_size > 1000
     rows = capsys.readouterr().out.splitlines()
-    assert rows[2].startswith("| tiny | ") and "| 1 |" in rows[2] and f"{run['rank1']:.1f} ± 0.0" in rows[2]
+    assert rows[2].startswith("| tiny | `tiny.yaml` `phase1.steps=3` ") and "| 1 |" in rows[2] and f"{run['rank1']:.1f} ± 0.0" in rows[2]
     assert rows[3].startswith("| training-free floor |")
 
 
@@ -54,7 +55,7 @@ def test_ablation_table_refuses_files_it_cannot_compare(tmp_path, capsys):
     bad.write_text("{}")
     assert ablation.main([str(bad)]) == 2
     assert f"{bad}: not a benchmarks/protocol.py result" in capsys.readouterr().err
-    base = {"name": "a", "overrides": [], "runs": [], "summary": {}, "floor": {}}
+    base = {"name": "a", "config": "c.yaml", "overrides": [], "runs": [], "summary": {}, "floor": {}}
     (tmp_path / "a.json").write_text(json.dumps({**base, "folds": [0]}))
     (tmp_path / "b.json").write_text(json.dumps({**base, "folds": [1]}))
     assert ablation.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
