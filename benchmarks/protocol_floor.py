@@ -10,6 +10,7 @@ script also scores random embeddings (`--chance-draws` Gaussian draws per fold, 
 
     python benchmarks/protocol_floor.py                       # extracts the shipped tarball
     python benchmarks/protocol_floor.py --data PREPARED_CACHE --json floor.json
+    python benchmarks/protocol_floor.py --lda       # plus a learned linear metric (LDA) on the same features
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from bpmt.data.corpus import PoseCorpus
 from bpmt.data.source import open_data
 from bpmt.errors import BPMTError
-from bpmt.evaluation.handcrafted import handcrafted_features, standardize
+from bpmt.evaluation.handcrafted import fit_lda, handcrafted_features, standardize
 from bpmt.evaluation.protocols import fold_split, leave_one_out, load_folds, mean_std
 from bpmt.evaluation.report import format_folds
 
@@ -37,14 +38,19 @@ FOLDS = SHARED / "gait3d-38ids-folds.json"
 COLUMNS = ("rank1", "rank5", "mAP", "mINP", "queries")
 
 
-def floor_fold(corpus: PoseCorpus, features: np.ndarray, folds: list[list[str]], k: int) -> dict:
-    """Leave-one-out metrics of fold `k`; `features (S, D)` are the raw features of `corpus`."""
+def floor_fold(corpus: PoseCorpus, features: np.ndarray, folds: list[list[str]], k: int,
+               lda: bool = False) -> dict:
+    """Leave-one-out metrics of fold `k`; `features (S, D)` are the raw features of `corpus`.
+
+    `lda`: project with Fisher's discriminant fitted on the training identities (a learned metric)."""
     train_ids, test_ids = fold_split(folds, k)
     subjects = np.array(corpus.subjects)
     train, test = np.isin(subjects, train_ids), np.isin(subjects, test_ids)
     if not test.any():
         raise BPMTError(f"fold {k}: none of its identities is in the data")
     embeddings = standardize(features[train], features[test])
+    if lda:
+        embeddings = embeddings @ fit_lda(standardize(features[train], features[train]), subjects[train])
     return leave_one_out(embeddings, subjects[test], metric="euc")
 
 
@@ -57,11 +63,15 @@ def chance_fold(corpus: PoseCorpus, folds: list[list[str]], k: int, draws: int,
     return {key: value["mean"] for key, value in mean_std(results).items()}
 
 
-def run_floor(corpus: PoseCorpus, folds: list[list[str]], chance_draws: int = 20, seed: int = 0) -> dict:
+def run_floor(corpus: PoseCorpus, folds: list[list[str]], chance_draws: int = 20, seed: int = 0,
+              lda: bool = False) -> dict:
     features = np.stack([handcrafted_features(corpus.keypoints_of(i)) for i in range(len(corpus))])
     per_fold = [floor_fold(corpus, features, folds, k) for k in range(len(folds))]
     result = {"per_fold": per_fold, "summary": mean_std(per_fold), "feature_dim": int(features.shape[1]),
               "sequences": len(corpus), "identities": len(corpus.identities)}
+    if lda:
+        learned = [floor_fold(corpus, features, folds, k, lda=True) for k in range(len(folds))]
+        result["lda"] = {"per_fold": learned, "summary": mean_std(learned)}
     if chance_draws > 0:
         rng = np.random.default_rng(seed)
         chance = [chance_fold(corpus, folds, k, chance_draws, rng) for k in range(len(folds))]
@@ -78,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chance-draws", type=int, default=20,
                         help="random-embedding draws per fold for the chance row; 0 skips it (default: %(default)s)")
     parser.add_argument("--json", dest="json_out", help="write the results to this JSON file")
+    parser.add_argument("--lda", action="store_true",
+                        help="also score the features projected by Fisher's discriminant fitted on the "
+                             "training identities (a learned linear metric on the same numbers)")
     args = parser.parse_args(argv)
 
     try:
@@ -93,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                     tar.extractall(tmp, filter="data")
                 data = Path(tmp) / "Gait3D" / "2D_Poses"
             corpus, _ = open_data(data, ids, workers=args.workers)
-            result = run_floor(corpus, folds, chance_draws=args.chance_draws)
+            result = run_floor(corpus, folds, chance_draws=args.chance_draws, lda=args.lda)
         result["seconds"] = round(time.perf_counter() - start, 1)
     except BPMTError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -102,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training-free floor: {result['sequences']} sequences, {result['identities']} identities, "
           f"{len(folds)} folds, {result['feature_dim']}-d features, leave-one-out, Euclidean")
     print(format_folds(result["per_fold"], result["summary"], columns=COLUMNS))
+    if "lda" in result:
+        print("\nthe same features through Fisher's discriminant fitted on the training identities (shrinkage 0.3):")
+        print(format_folds(result["lda"]["per_fold"], result["lda"]["summary"], columns=COLUMNS))
     if "chance" in result:
         print(f"\nchance (random embeddings, mean of {args.chance_draws} draws per fold):")
         print(format_folds(result["chance"]["per_fold"], result["chance"]["summary"], columns=COLUMNS))

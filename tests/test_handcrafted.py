@@ -93,3 +93,21 @@ def test_floor_on_one_real_fold(gait3d_root):
     assert result["queries"] == test.sum()
     assert result["rank1"] > chance + 10.0
     assert result["rank1"] > 45.0
+
+
+def test_fit_lda_finds_the_discriminative_direction_and_checks_its_arguments():
+    from bpmt.evaluation.handcrafted import fit_lda
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(5), 20)
+    features = rng.normal(size=(100, 6)) * np.array([1, 1, 5, 5, 5, 5])    # large but useless dims 2-5
+    features[:, 1] += labels * 2.0                                          # identity lives in dim 1
+    projection = fit_lda(features, labels, shrinkage=0.1, dims=1)
+    assert projection.shape == (6, 1)
+    direction = np.abs(projection[:, 0]) / np.linalg.norm(projection[:, 0])
+    assert direction[1] > 0.95
+    assert fit_lda(features, labels).shape == (6, 4)                        # identities - 1
+    with pytest.raises(ValueError, match="two identities"):
+        fit_lda(features, np.zeros(100))
+    with pytest.raises(ValueError, match="dims must lie in"):
+        fit_lda(features, labels, dims=7)

@@ -68,3 +68,36 @@ def standardize(train_features: np.ndarray, features: np.ndarray) -> np.ndarray:
     std = train_features.std(axis=0)
     std = np.where(std > _EPS, std, 1.0)
     return (np.asarray(features, dtype=np.float64) - mean) / std
+
+
+def fit_lda(features: np.ndarray, labels, shrinkage: float = 0.3, dims: int | None = None) -> np.ndarray:
+    """Fisher's linear discriminant of standardised `features (N, D)` -> projection `(D, dims)`.
+
+    The learned counterpart of the floor: the directions that best separate the training
+    identities (between-identity over within-identity scatter). The within-identity scatter is
+    shrunk towards `shrinkage` x its mean eigenvalue x identity so that it stays invertible with
+    few sequences per identity. `dims` defaults to (identities - 1), the rank of the
+    between-identity scatter.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise ValueError("LDA needs at least two identities")
+    dims = len(classes) - 1 if dims is None else dims
+    if not 1 <= dims <= features.shape[1]:
+        raise ValueError(f"dims must lie in [1, {features.shape[1]}], got {dims}")
+    mean = features.mean(axis=0)
+    within = np.zeros((features.shape[1],) * 2)
+    between = np.zeros_like(within)
+    for c in classes:
+        members = features[labels == c]
+        centre = members.mean(axis=0)
+        within += (members - centre).T @ (members - centre)
+        between += len(members) * np.outer(centre - mean, centre - mean)
+    within /= len(features)
+    between /= len(features)
+    within += shrinkage * np.trace(within) / len(within) * np.eye(len(within))
+    values, vectors = np.linalg.eig(np.linalg.solve(within, between))
+    order = np.argsort(-values.real)
+    return vectors[:, order[:dims]].real
