@@ -15,7 +15,7 @@ from bpmt.models.frame_baseline import FrameTransformerRecognizer
 from bpmt.models.recognizer import BPMTRecognizer, build_recognizer
 from bpmt.skeleton import get_partition
 
-from test_models import inputs, tiny_model_config
+from test_models import assert_all_grads, inputs, tiny_model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,7 @@ def test_frame_transformer_padding_invariance_and_gradients(frames_per_token):
     embedding = model.forward_features(features, padding)
     _, logits = model.forward_head(embedding)
     (embedding.square().mean() + logits.square().mean()).backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
-    assert not missing
+    assert_all_grads(model)
 
 
 def test_frame_transformer_refuses_a_length_off_its_patch_size():

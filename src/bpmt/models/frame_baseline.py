@@ -17,6 +17,7 @@ from ..config import ModelConfig
 from ..skeleton import NUM_JOINTS
 from .heads import BNNeckHead
 from .part_encoder import time_encoding, token_padding
+from .recognizer import masked_mean_max
 from .stack import GridTransformer
 
 
@@ -40,13 +41,9 @@ class FrameTransformerRecognizer(nn.Module):
         tokens = self.proj(features.reshape(B, T // p, p * J * C))                   # (B, Tt, D)
         tokens = tokens + time_encoding(T // p, tokens.shape[-1], tokens.device)[None]
         hidden = token_padding(padding_mask, p)                                       # (B, Tt)
+        # One spatial unit per time step: the grid transformer's (B, S=1, Tt, D) layout.
         out, cls = self.transformer(tokens[:, None], self.cls_token.expand(B, -1), hidden[:, None])
-        out = out[:, 0]                                                               # (B, Tt, D)
-        visible = ~hidden[..., None]
-        mean = (out * visible).sum(1) / visible.sum(1).clamp(min=1)
-        peak = out.masked_fill(~visible, float("-inf")).amax(1)
-        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        return self.embed(torch.cat([cls, mean, peak], dim=-1))
+        return self.embed(torch.cat([cls, masked_mean_max(out, hidden[:, None])], dim=-1))
 
     def forward_head(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(embedding)
