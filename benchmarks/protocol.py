@@ -3,7 +3,10 @@
 For every seed and each of the four identity-disjoint folds of the shipped 38-identity Gait3D
 subset: train the config's stages on the other folds' identities, embed the held-out fold's
 sequences, leave-one-out retrieval (Euclidean). Prints per-run and mean ± std (over folds and
-seeds) Rank-1, Rank-5, mAP, mINP next to the training-free floor, and writes JSON. Every run
+seeds) Rank-1, Rank-5, mAP, mINP next to the training-free floor, and writes JSON. It also scores
+late fusion of each model with the LDA baseline (`benchmarks/protocol_floor.py --lda`): both
+embeddings scaled to unit length and concatenated (`evaluation.handcrafted.fuse_embeddings`), the
+LDA fitted on the same training identities as the model. Every run
 folder holds its plots: `<stage>/loss.png` (loss curves per phase) and `cmc.png` (the CMC curve
 of its evaluation).
 
@@ -32,7 +35,7 @@ from bpmt.engine.export import load_recognizer
 from bpmt.engine.trainer import train
 from bpmt.engine.plots import plot_cmc
 from bpmt.evaluation.evaluate import embed_corpus, score_embeddings
-from bpmt.evaluation.handcrafted import handcrafted_features, standardize
+from bpmt.evaluation.handcrafted import fuse_embeddings, handcrafted_features, lda_embeddings, standardize
 from bpmt.evaluation.protocols import fold_split, leave_one_out, load_folds, mean_std
 from bpmt.evaluation.report import format_folds
 
@@ -55,8 +58,11 @@ def shipped_cache(out: Path) -> Path:
     return cache
 
 
-def floor(corpus, folds) -> list[dict]:
-    features = np.stack([handcrafted_features(corpus.keypoints_of(i)) for i in range(len(corpus))])
+def floor_features(corpus) -> np.ndarray:
+    return np.stack([handcrafted_features(corpus.keypoints_of(i)) for i in range(len(corpus))])
+
+
+def floor(corpus, folds, features: np.ndarray) -> list[dict]:
     subjects = np.array(corpus.subjects)
     results = []
     for k in range(len(folds)):
@@ -66,7 +72,9 @@ def floor(corpus, folds) -> list[dict]:
     return results
 
 
-def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool) -> dict:
+def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, features: np.ndarray) -> dict:
+    """Train (or reuse) one fold's run and score it, alone and fused with the LDA baseline
+    (`result["fused"]`); `features` are `floor_features(corpus)`."""
     train_ids, test_ids = fold_split(folds, k)
     if not (run_dir / "model.safetensors").is_file():
         resume = (run_dir / "config.yaml").is_file()
@@ -77,8 +85,13 @@ def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool) -
     embeddings = embed_corpus(model, cfg, test)
     result = score_embeddings(embeddings, test.names, test.subjects, metric=cfg.eval.metric)["loo"]
     plot_cmc(result["cmc"], run_dir / "cmc.png", title=f"{run_dir.parent.name} {run_dir.name}: leave-one-out CMC")
+    subjects = np.array(corpus.subjects)
+    train_rows, test_rows = np.isin(subjects, train_ids), np.isin(subjects, test_ids)
+    lda = lda_embeddings(features[train_rows], subjects[train_rows], features[test_rows])
+    fused = leave_one_out(fuse_embeddings(embeddings, lda), test.subjects, metric=cfg.eval.metric)
     times = {s: json.loads((run_dir / s / "time.json").read_text())["seconds"] for s in cfg.stages}
-    return {**result, "train_seconds": sum(times.values()), "stage_seconds": times}
+    return {**result, "fused": {c: fused[c] for c in COLUMNS}, "train_seconds": sum(times.values()),
+            "stage_seconds": times}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,28 +116,35 @@ def main(argv: list[str] | None = None) -> int:
     fold_ids = [int(k) for k in args.only_folds.split(",")] if args.only_folds else list(range(len(folds)))
     seeds = [int(s) for s in args.seeds.split(",")]
     name = args.name or Path(args.config).stem
+    features = floor_features(corpus)
     per_run, labels = [], []
     for seed in seeds:
         config = load_config(args.config, [*args.overrides, f"seed={seed}"])
         for k in fold_ids:
             print(f"[{name}] seed {seed} fold {k}", file=sys.stderr)
-            result = run_one(config, corpus, folds, k, out / name / f"seed{seed}-fold{k}", args.progress)
-            print(f"  rank1 {result['rank1']:.2f}  mAP {result['mAP']:.2f}", file=sys.stderr)
+            result = run_one(config, corpus, folds, k, out / name / f"seed{seed}-fold{k}", args.progress,
+                             features)
+            print(f"  rank1 {result['rank1']:.2f}  mAP {result['mAP']:.2f}  (fused with LDA: rank1 "
+                  f"{result['fused']['rank1']:.2f}  mAP {result['fused']['mAP']:.2f})", file=sys.stderr)
             per_run.append(result)
             labels.append(f"s{seed} f{k}")
-    floor_runs = floor(corpus, folds)
+    floor_runs = floor(corpus, folds, features)
     floor_runs = [floor_runs[k] for k in fold_ids]
     summary = mean_std([{c: r[c] for c in COLUMNS} for r in per_run])
+    fused_runs = [r["fused"] for r in per_run]
+    fused_summary = mean_std(fused_runs)
     floor_summary = mean_std([{c: r[c] for c in COLUMNS} for r in floor_runs])
     print(f"\n{name}: {args.config} {' '.join(args.overrides)} (seeds {seeds}, folds {fold_ids})")
     print(format_folds(per_run, summary, COLUMNS, labels))
+    print(f"\n{name} fused with the LDA baseline (unit-length embeddings concatenated):")
+    print(format_folds(fused_runs, fused_summary, COLUMNS, labels))
     print("\ntraining-free floor (same folds):")
     print(format_folds(floor_runs, floor_summary, COLUMNS, [f"fold {k}" for k in fold_ids]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({
             "name": name, "config": args.config, "overrides": args.overrides, "seeds": seeds, "folds": fold_ids,
             "runs": [{"label": label, **r} for label, r in zip(labels, per_run)], "summary": summary,
-            "floor": {"runs": floor_runs, "summary": floor_summary}}, indent=2))
+            "fused_with_lda": {"summary": fused_summary}, "floor": {"runs": floor_runs, "summary": floor_summary}}, indent=2))
     return 0
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from bpmt.data.corpus import PoseCorpus
 from bpmt.data.source import open_data
 from bpmt.errors import BPMTError
-from bpmt.evaluation.handcrafted import fit_lda, handcrafted_features, standardize
+from bpmt.evaluation.handcrafted import handcrafted_features, lda_embeddings, standardize
 from bpmt.evaluation.protocols import fold_split, leave_one_out, load_folds, mean_std
 from bpmt.evaluation.report import format_folds
 
@@ -48,9 +48,10 @@ def floor_fold(corpus: PoseCorpus, features: np.ndarray, folds: list[list[str]],
     train, test = np.isin(subjects, train_ids), np.isin(subjects, test_ids)
     if not test.any():
         raise BPMTError(f"fold {k}: none of its identities is in the data")
-    embeddings = standardize(features[train], features[test])
     if lda:
-        embeddings = embeddings @ fit_lda(standardize(features[train], features[train]), subjects[train])
+        embeddings = lda_embeddings(features[train], subjects[train], features[test])
+    else:
+        embeddings = standardize(features[train], features[test])
     return leave_one_out(embeddings, subjects[test], metric="euc")
 
 

@@ -35,6 +35,9 @@ def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp
     for plot in ("cmc.png", "phase1/loss.png", "finetune/loss.png"):
         assert (run_dir / plot).stat().st_size > 1000, plot
     assert len(data["floor"]["runs"]) == 1
+    fused = run["fused"]                                # the model fused with the LDA baseline
+    assert 0 <= fused["mAP"] <= 100 and fused["rank1"] == data["fused_with_lda"]["summary"]["rank1"]["mean"]
+    assert "tiny fused with the LDA baseline" in capsys.readouterr().out
 
     weights = (run_dir / "model.safetensors").read_bytes()
     assert protocol.main(args) == 0                     # a finished run is reused, not retrained

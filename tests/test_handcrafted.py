@@ -111,3 +111,36 @@ def test_fit_lda_finds_the_discriminative_direction_and_checks_its_arguments():
         fit_lda(features, np.zeros(100))
     with pytest.raises(ValueError, match="dims must lie in"):
         fit_lda(features, labels, dims=7)
+
+
+def test_lda_embeddings_use_training_statistics_only():
+    from bpmt.evaluation.handcrafted import fit_lda, lda_embeddings, standardize
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(4), 10)
+    train = rng.normal(size=(40, 5))
+    train[:, 0] += labels
+    test = rng.normal(size=(7, 5)) * 3 + 10                                 # other statistics: must not leak in
+    expected = standardize(train, test) @ fit_lda(standardize(train, train), labels)
+    np.testing.assert_allclose(lda_embeddings(train, labels, test), expected)
+    assert lda_embeddings(train, labels, test).shape == (7, 3)
+
+
+def test_fuse_embeddings_weighs_every_block_the_same():
+    from bpmt.evaluation.handcrafted import fuse_embeddings
+
+    a = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
+    b = np.array([[100.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, -1e-3]])
+    fused = fuse_embeddings(a, b)
+    assert fused.dtype == np.float32 and fused.shape == (3, 5)
+    np.testing.assert_allclose(fused[0], [0.6, 0.8, 1.0, 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(fused[1], [0.0, 0.0, 0.0, 1.0, 0.0])          # a zero row stays zero
+    np.testing.assert_allclose(np.linalg.norm(fused[2, 2:]), 1.0, rtol=1e-6)  # tiny rows are scaled up too
+    # A block a thousand times larger does not dominate the distance.
+    np.testing.assert_allclose(fuse_embeddings(a, 1000 * b), fused, rtol=1e-6)
+    with pytest.raises(ValueError, match="same number of rows"):
+        fuse_embeddings(a, b[:2])
+    with pytest.raises(ValueError, match="2-D"):
+        fuse_embeddings(a[:, 0])
+    with pytest.raises(ValueError, match="nothing to fuse"):
+        fuse_embeddings()

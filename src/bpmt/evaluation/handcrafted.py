@@ -101,3 +101,32 @@ def fit_lda(features: np.ndarray, labels, shrinkage: float = 0.3, dims: int | No
     values, vectors = np.linalg.eig(np.linalg.solve(within, between))
     order = np.argsort(-values.real)
     return vectors[:, order[:dims]].real
+
+
+def lda_embeddings(train_features: np.ndarray, train_labels, features: np.ndarray,
+                   shrinkage: float = 0.3) -> np.ndarray:
+    """The LDA baseline's embeddings `(N, identities - 1)` of `features (N, D)`: standardised with the
+    training features' statistics, projected by `fit_lda` fitted on the training identities only."""
+    projection = fit_lda(standardize(train_features, train_features), train_labels, shrinkage=shrinkage)
+    return standardize(train_features, features) @ projection
+
+
+def fuse_embeddings(*blocks: np.ndarray) -> np.ndarray:
+    """Late fusion: scale every row of each `(N, D_i)` block to unit length, then concatenate.
+
+    Each block then weighs the same in a Euclidean (or cosine) distance, whatever its width or
+    scale: the squared distance of fused rows is the sum of the blocks' squared unit-vector
+    distances. Rows of zeros stay zero (no division by zero)."""
+    if not blocks:
+        raise ValueError("nothing to fuse")
+    rows = {len(block) for block in blocks}
+    if len(rows) != 1:
+        raise ValueError(f"blocks to fuse must have the same number of rows, got {sorted(rows)}")
+    units = []
+    for block in blocks:
+        block = np.asarray(block, dtype=np.float64)
+        if block.ndim != 2:
+            raise ValueError(f"blocks to fuse must be 2-D (N, D), got shape {block.shape}")
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        units.append(block / np.where(norms > _EPS, norms, 1.0))
+    return np.concatenate(units, axis=1).astype(np.float32)
