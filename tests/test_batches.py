@@ -51,6 +51,22 @@ def test_test_chunks_cover_the_sequence_and_flip_mirrors():
     assert np.allclose(flipped[0][:, 1, 0], -chunks[0][:, 2, 0])        # left eye <- mirrored right eye
 
 
+def test_clip_centred_test_chunks_are_centred_on_their_own_frames():
+    from bpmt.data import transforms as tf
+
+    data = corpus(frames=130)
+    batcher = PoseBatcher(data, DataConfig(test_max_len=50, center="clip"), frames_per_token=1)
+    chunks, spans = batcher.test_chunks(0), batcher.test_spans(0)
+    assert [len(c) for c in chunks] == [44, 43, 43]
+    whole = data.keypoints_of(0)
+    for chunk, (start, stop) in zip(chunks, spans):
+        expected = tf.normalize(whole[start:stop], center="clip", torso_length=tf.reference_torso_length(whole))
+        np.testing.assert_allclose(chunk, expected, atol=1e-6)
+        neck = 0.5 * (chunk[:, 5, :2] + chunk[:, 6, :2])
+        np.testing.assert_allclose(neck.mean(axis=0), [0, 0], atol=1e-5)
+    assert not np.allclose(chunks[0][:, 5, :2] + chunks[0][:, 6, :2], 0)   # frames keep their own offsets
+
+
 def test_training_needs_two_identities():
     batcher = PoseBatcher(corpus(identities=1), DataConfig(clip_len=16), frames_per_token=4)
     with pytest.raises(DataError, match="at least 2 identities"):

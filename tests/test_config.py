@@ -29,11 +29,17 @@ def test_unknown_key_is_an_error_naming_it(tmp_path):
     ("model.dim=abc", "model.dim"), ("model.t1_shared=3", "model.t1_shared"),
     ("model.layer=lstm", "model.layer"), ("data.channels=xy", "data.channels"),
     ("stages=[phase2,phase1,finetune]", "stages"), ("data.channels=[xy,foo]", "foo"),
-    ("nonsense", "key=value"), ("phase1.mask_ratio=1.5", "mask_ratio"),
+    ("nonsense", "key=value"), ("phase1.mask_ratio=1.5", "mask_ratio"), ("data.center=hip", "data.center"),
 ])
 def test_wrong_values_are_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_clip_centring_refuses_rotation():
+    assert load_config(None, ["data.center=clip"]).data.center == "clip"
+    with pytest.raises(ConfigError, match="data.center=clip cannot be combined with data.rotate=true"):
+        load_config(None, ["data.center=clip", "data.rotate=true"])
 
 
 def test_overrides_and_round_trip(tmp_path):

@@ -337,3 +337,30 @@ def test_chunk_indices_edge_cases():
     assert tf.chunk_indices(0, 5) == []
     with pytest.raises(ValueError):
         tf.chunk_indices(5, 0)
+
+
+def test_clip_centring_keeps_the_body_motion_in_the_crop():
+    rng = np.random.default_rng(3)
+    T = 12
+    base = rng.normal(size=(17, 2)) * 10 + 100
+    keypoints = np.zeros((T, 17, 3), dtype=np.float32)
+    keypoints[..., :2] = base
+    keypoints[..., 2] = 0.9
+    bounce = 5.0 * np.sin(np.arange(T))                               # the whole body moves up and down
+    keypoints[:, :, 1] += bounce[:, None]
+    per_frame = tf.normalize(keypoints)
+    clip = tf.normalize(keypoints, center="clip")
+    # Per-frame centring removes the bounce; clip centring keeps it (in torso lengths) around mean 0.
+    np.testing.assert_allclose(per_frame[:, :, :2], per_frame[:1, :, :2].repeat(T, 0), atol=1e-5)
+    neck = 0.5 * (clip[:, 5, :2] + clip[:, 6, :2])
+    torso = np.linalg.norm(0.5 * (base[11] + base[12]) - 0.5 * (base[5] + base[6]))
+    np.testing.assert_allclose(neck[:, 1] - neck[:, 1].mean(), (bounce - bounce.mean()) / torso, atol=1e-5)
+    np.testing.assert_allclose(neck.mean(axis=0), [0.0, 0.0], atol=1e-5)
+    # The shape of each frame is the same either way: only the origin differs.
+    np.testing.assert_allclose(clip[:, :, :2] - neck[:, None], per_frame[:, :, :2], atol=1e-5)
+    np.testing.assert_array_equal(clip[..., 2], keypoints[..., 2])
+    with pytest.raises(ValueError, match="center must be"):
+        tf.normalize(keypoints, center="hip")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        tf.normalize(keypoints, center="clip", rotate=True)
+

@@ -23,6 +23,7 @@ class DataConfig:
     channels: list[str] = field(default_factory=lambda: ["xy", "conf", "vel1", "bone"])
     rotate: bool = False                          # spine-upright rotation per frame (GPGait HOT)
     scale: Literal["sequence", "frame"] = "sequence"
+    center: Literal["frame", "clip"] = "frame"      # origin: each frame's neck, or the clip's mean neck
     clip_len: int = 60                            # training clip length in frames (the longest)
     clip_min: int = 0                             # > 0: each batch's clip length is drawn from [clip_min, clip_len]
     test_max_len: int = 60                        # test sequences are embedded in chunks of at most this many frames
@@ -128,6 +129,9 @@ class Config:
         for c in self.data.channels:
             if c not in CHANNELS:
                 raise ConfigError(f"data.channels: unknown channel {c!r} (known: {', '.join(CHANNELS)})")
+        if self.data.center == "clip" and self.data.rotate:
+            raise ConfigError("data.center=clip cannot be combined with data.rotate=true (rotation is about "
+                              "each frame's neck)")
         if self.model.arch == "frame" and self.stages != ["finetune"]:
             raise ConfigError(f"model.arch=frame (the plain transformer floor) has no pretraining: "
                               f"stages must be [finetune], got {self.stages}")

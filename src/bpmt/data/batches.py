@@ -96,15 +96,16 @@ class PoseBatcher:
 
     def normalized(self, index: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Frames `rows` (default: all) of sequence `index`, normalised as part of the whole sequence:
-        `(len(rows), 17, 3)` float32, equal to `tf.normalize(whole sequence)[rows]`."""
+        `(len(rows), 17, 3)` float32, equal to `tf.normalize(whole sequence)[rows]` (with
+        `data.center=clip` the frames are centred on their own mean neck instead)."""
         keypoints = self.corpus.keypoints_of(index)                          # (T, 17, 3), maybe memory-mapped
         cfg = self.cfg
         if rows is None:
-            return tf.normalize(keypoints, rotate=cfg.rotate, scale=cfg.scale)
+            return tf.normalize(keypoints, rotate=cfg.rotate, scale=cfg.scale, center=cfg.center)
         if np.isnan(self.torso_lengths[index]):
             self.torso_lengths[index] = tf.reference_torso_length(keypoints)
         return tf.normalize(keypoints[rows], rotate=cfg.rotate, scale=cfg.scale,
-                            torso_length=self.torso_lengths[index])
+                            torso_length=self.torso_lengths[index], center=cfg.center)
 
     def clip_length(self, rng: np.random.Generator) -> int:
         """This batch's clip length: `clip_len`, or drawn from [clip_min, clip_len] (multiple of the token size)."""
@@ -175,10 +176,7 @@ class PoseBatcher:
 
     def test_chunks(self, index: int, flip: bool = False) -> list[np.ndarray]:
         """The whole normalised sequence, split into chunks of at most `test_max_len` frames."""
-        seq = self.normalized(index)
-        if flip:
-            seq = tf.random_flip(seq, np.random.default_rng(0), p=1.0)
-        return [seq[idx] for idx in tf.chunk_indices(len(seq), self.cfg.test_max_len)]
+        return [self.test_chunk(index, span, flip) for span in self.test_spans(index)]
 
     def test_spans(self, index: int) -> list[tuple[int, int]]:
         """`(start, stop)` frame ranges of `test_chunks(index)`, without reading any frame."""

@@ -61,7 +61,7 @@ def _median_torso(torso: np.ndarray, valid: np.ndarray) -> float:
 
 
 def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequence",
-              torso_length: float | None = None) -> np.ndarray:
+              torso_length: float | None = None, center: str = "frame") -> np.ndarray:
     """Centre each frame on the neck and scale torso length to 1; optionally make the spine vertical.
 
     keypoints: `(T, 17, 3)` x, y, conf in any pixel frame (y down). Returns `(T, 17, 3)` float32.
@@ -74,11 +74,20 @@ def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequenc
     rotated, so the output never holds NaN or inf.
     torso_length: the sequence's `reference_torso_length`, when `keypoints` are only some of its
     frames (every frame is normalised on its own apart from this one number).
+    center="frame": every frame's own neck is the origin (the body's motion in the crop is lost);
+    center="clip": one origin for all the given frames, their mean neck, so that the bounce and
+    sway of the body in the crop stay in the coordinates (and in the velocities). With "clip" the
+    result depends on which frames are given (a window is centred on its own mean), and `rotate`
+    is not supported.
     """
     if keypoints.ndim != 3 or keypoints.shape[1:] != (17, 3):
         raise ValueError(f"expected (T, 17, 3) keypoints, got shape {keypoints.shape}")
     if scale not in ("sequence", "frame"):
         raise ValueError(f"scale must be 'sequence' or 'frame', not {scale!r}")
+    if center not in ("frame", "clip"):
+        raise ValueError(f"center must be 'frame' or 'clip', not {center!r}")
+    if center == "clip" and rotate:
+        raise ValueError("center='clip' cannot be combined with rotate=True (rotation is about each frame's neck)")
     points = _clean_points(keypoints)
     xy = points[..., :2]                                              # (T, 17, 2) view
 
@@ -89,7 +98,11 @@ def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequenc
     else:
         lengths = np.where(valid, torso, fallback)
 
-    xy -= neck[:, None, :]
+    if center == "frame":
+        xy -= neck[:, None, :]
+    else:
+        origin = neck[valid].mean(axis=0) if valid.any() else np.zeros(2)
+        xy -= origin
     if rotate:
         # Rotation by phi maps (sin phi, cos phi) onto (0, 1): phi is the spine's angle from +y.
         safe = np.where(valid, torso, 1.0)
