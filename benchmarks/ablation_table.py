@@ -3,8 +3,9 @@
     python benchmarks/ablation_table.py runs/gait3d.json runs/no-pretrain.json ... [--plot ablation.png]
 
 Each row: name, config file and overrides, number of runs (seeds x folds), Rank-1 / Rank-5 / mAP / mINP as
-mean ± std, mean training seconds per run; a last row gives the training-free floor of the first
-file (all files of one table must use the same folds).
+mean ± std, mean training seconds per run, and Rank-1 / mAP of the model fused with the LDA
+baseline (files written before the protocol scored the fusion show "—"); a last row gives the
+training-free floor of the first file (all files of one table must use the same folds).
 """
 
 from __future__ import annotations
@@ -21,18 +22,23 @@ def cell(summary: dict, key: str) -> str:
     return f"{summary[key]['mean']:.1f} ± {summary[key]['std']:.1f}"
 
 
+def fused(result: dict) -> str:
+    summary = result.get("fused_with_lda", {}).get("summary")
+    return f"{cell(summary, 'rank1')} / {cell(summary, 'mAP')}" if summary else "—"
+
+
 def table(results: list[dict]) -> str:
-    lines = ["| variant | config, overrides | runs | Rank-1 | Rank-5 | mAP | mINP | train s/run |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | config, overrides | runs | Rank-1 | Rank-5 | mAP | mINP | train s/run | fused with LDA: Rank-1 / mAP |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         seconds = [run["train_seconds"] for run in r["runs"] if "train_seconds" in run]
         mean_s = f"{sum(seconds) / len(seconds):.0f}" if seconds else "—"
         overrides = " ".join([f"`{Path(r['config']).name}`", *(f"`{o}`" for o in r["overrides"])])
         lines.append(f"| {r['name']} | {overrides} | {len(r['runs'])} | "
-                     + " | ".join(cell(r["summary"], c) for c in COLUMNS) + f" | {mean_s} |")
+                     + " | ".join(cell(r["summary"], c) for c in COLUMNS) + f" | {mean_s} | {fused(r)} |")
     floor = results[0]["floor"]
     lines.append(f"| training-free floor | — | {len(floor['runs'])} | "
-                 + " | ".join(cell(floor["summary"], c) for c in COLUMNS) + " | 0 |")
+                 + " | ".join(cell(floor["summary"], c) for c in COLUMNS) + " | 0 | — |")
     return "\n".join(lines)
 
 

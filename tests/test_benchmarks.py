@@ -49,7 +49,9 @@ def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp
     assert (tmp_path / "ablation.png").stat().st_size > 1000
     rows = capsys.readouterr().out.splitlines()
     assert rows[2].startswith("| tiny | `tiny.yaml` `phase1.steps=3` ") and "| 1 |" in rows[2] and f"{run['rank1']:.1f} ± 0.0" in rows[2]
-    assert rows[3].startswith("| training-free floor |")
+    fused_cells = f"{fused['rank1']:.1f} ± 0.0 / {fused['mAP']:.1f} ± 0.0"
+    assert rows[2].endswith(f"| {fused_cells} |")
+    assert rows[3].startswith("| training-free floor |") and rows[3].endswith("| — |")
 
 
 def test_ablation_table_refuses_files_it_cannot_compare(tmp_path, capsys):
