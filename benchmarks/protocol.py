@@ -72,6 +72,22 @@ def floor(corpus, folds, features: np.ndarray) -> list[dict]:
     return results
 
 
+def check_lda_branch(model, test, lda: np.ndarray, run_dir: Path) -> None:
+    """A model that carries its own LDA branch (`model.fuse_lda`) must embed exactly like the
+    benchmark's LDA, so that the fused column is what `bpmt evaluate` reports for it."""
+    branch = getattr(model, "handcrafted", None)
+    if branch is None:
+        return
+    own = branch.features([test.keypoints_of(i) for i in range(len(test))])
+    if not np.allclose(pairwise_sq(own), pairwise_sq(lda), rtol=1e-6, atol=1e-6):
+        raise SystemExit(f"{run_dir}: the model's LDA branch disagrees with the benchmark's LDA "
+                         "(was it fitted on other training identities?)")
+
+
+def pairwise_sq(x: np.ndarray) -> np.ndarray:
+    return ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+
+
 def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, features: np.ndarray) -> dict:
     """Train (or reuse) one fold's run and score it, alone and fused with the LDA baseline
     (`result["fused"]`); `features` are `floor_features(corpus)`."""
@@ -82,12 +98,13 @@ def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, f
               report=lambda m: print(f"  {m}", file=sys.stderr), data_description=f"fold {k} train")
     model, cfg, _, _ = load_recognizer(run_dir)
     test = corpus.select_ids(test_ids)
-    embeddings = embed_corpus(model, cfg, test)
+    embeddings = embed_corpus(model, cfg, test, fuse=False)      # the network alone; fused below
     result = score_embeddings(embeddings, test.names, test.subjects, metric=cfg.eval.metric)["loo"]
     plot_cmc(result["cmc"], run_dir / "cmc.png", title=f"{run_dir.parent.name} {run_dir.name}: leave-one-out CMC")
     subjects = np.array(corpus.subjects)
     train_rows, test_rows = np.isin(subjects, train_ids), np.isin(subjects, test_ids)
     lda = lda_embeddings(features[train_rows], subjects[train_rows], features[test_rows])
+    check_lda_branch(model, test, lda, run_dir)
     fused = leave_one_out(fuse_embeddings(embeddings, lda), test.subjects, metric=cfg.eval.metric)
     times = {s: json.loads((run_dir / s / "time.json").read_text())["seconds"] for s in cfg.stages}
     return {**result, "fused": {c: fused[c] for c in COLUMNS}, "train_seconds": sum(times.values()),

@@ -58,4 +58,5 @@ def test_int_accepted_for_float_but_not_bool_for_int():
 def test_fast_config_is_the_default_with_the_ablation_overrides():
     root = Path(__file__).resolve().parents[1] / "configs"
     fast = load_config(root / "gait3d-fast.yaml")
-    assert fast == load_config(root / "gait3d.yaml", ["model.layer=vanilla", "stages=[phase1,finetune]"])
+    assert fast == load_config(root / "gait3d.yaml", ["model.layer=vanilla", "stages=[phase1,finetune]",
+                                                        "model.fuse_lda=false"])

@@ -268,7 +268,7 @@ def _test_time_config(config, overrides: list[str]):
     for item in overrides:
         if not item.split("=", 1)[0].strip().startswith(TEST_TIME_KEYS):
             raise BPMTError(f"override {item!r}: only test-time settings can change after training "
-                            "(data.test_max_len, eval.flip, eval.metric, eval.batch_size)")
+                            "(data.test_max_len, eval.flip, eval.metric, eval.batch_size, eval.fuse)")
     return config_from_dict(apply_overrides(config_to_dict(config), overrides))
 
 

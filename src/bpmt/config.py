@@ -51,6 +51,7 @@ class ModelConfig:
     t1_shared: bool = False                       # one T1 for all parts (OmniVec2) or one per part
     reduce_dims: list[int] = field(default_factory=lambda: [64])   # FC layers after T1 (dims)
     embed_dim: int = 128
+    fuse_lda: bool = False                        # also embed with an LDA of hand-crafted features (late fusion)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class EvalConfig:
     flip: bool = True                             # test-time augmentation: average with the mirror
     metric: Literal["euc", "cos"] = "euc"
     batch_size: int = 64
+    fuse: bool = True                             # use the model's LDA branch when it has one (model.fuse_lda)
 
 
 @dataclass

@@ -119,7 +119,7 @@ def build_stage_module(stage: str, cfg: Config, num_classes: int, previous: Path
     if previous is not None:
         after_phase2 = previous.parent.name == "phase2"
         keep = ("encoders.", "fusion.") if after_phase2 else ("encoders.",)
-        new = ("embed.", "head.") if after_phase2 else ("embed.", "head.", "fusion.")
+        new = ("embed.", "head.", "handcrafted.") if after_phase2 else ("embed.", "head.", "fusion.", "handcrafted.")
         load_pretrained(recognizer, _read_weights(previous), keep, new, previous)
     return Finetuner(recognizer, cfg.finetune)
 
@@ -291,6 +291,9 @@ def train(cfg: Config, corpus: PoseCorpus, out: str | os.PathLike, *, stage: str
         recognizer = build_stage_module("finetune", cfg, len(identities), None).recognizer
         recognizer.load_state_dict({k.removeprefix("recognizer."): v
                                     for k, v in _read_weights(run.weights("finetune")).items()})
+        if cfg.model.fuse_lda:
+            recognizer.handcrafted.fit([corpus.keypoints_of(i) for i in range(len(corpus))], corpus.subjects)
+            report(f"LDA branch fitted on {len(corpus)} training sequences of {len(identities)} identities")
         export_recognizer(recognizer, cfg, meta, run.model)
     fabric.barrier()
     return run

@@ -10,15 +10,26 @@ from ..config import Config
 from ..data.batches import PoseBatcher
 from ..data.corpus import PoseCorpus
 from .embed import embed_sequences
+from .handcrafted import fuse_embeddings
 from .protocols import leave_one_out, official_protocol
 
 
 def embed_corpus(model, config: Config, corpus: PoseCorpus, device="cpu",
-                 progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """`(N, E)` test embeddings of every sequence of `corpus` (config's test-time settings)."""
+                 progress: Callable[[int], None] | None = None, fuse: bool = True) -> np.ndarray:
+    """`(N, E)` test embeddings of every sequence of `corpus` (config's test-time settings).
+
+    A model with an LDA branch (`model.fuse_lda`) returns the network's embedding and the branch's
+    LDA embedding of the whole sequence, each scaled to unit length, concatenated
+    (`handcrafted.fuse_embeddings`); `fuse=False` or `eval.fuse=false` returns the network's alone.
+    """
     batcher = PoseBatcher(corpus, config.data, config.model.frames_per_token, label_of={})
-    return embed_sequences(model, batcher, batch_size=config.eval.batch_size, flip=config.eval.flip,
-                           device=device, progress=progress)
+    embeddings = embed_sequences(model, batcher, batch_size=config.eval.batch_size, flip=config.eval.flip,
+                                 device=device, progress=progress)
+    branch = getattr(model, "handcrafted", None)
+    if fuse and config.eval.fuse and branch is not None:
+        lda = branch.features([corpus.keypoints_of(i) for i in range(len(corpus))])
+        embeddings = fuse_embeddings(embeddings, lda)
+    return embeddings
 
 
 def num_test_items(config: Config, corpus: PoseCorpus) -> int:

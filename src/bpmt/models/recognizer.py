@@ -66,8 +66,14 @@ class BPMTRecognizer(nn.Module):
 
 
 def build_recognizer(cfg: ModelConfig, partition: Partition, in_channels: int, num_classes: int) -> nn.Module:
-    """The recogniser `cfg.arch` names: BPMT, or the plain frame-token transformer floor."""
+    """The recogniser `cfg.arch` names: BPMT, or the plain frame-token transformer floor; with
+    `cfg.fuse_lda` it also carries a `handcrafted` LDA branch (fitted at export, not trained)."""
     if cfg.arch == "frame":
         from .frame_baseline import FrameTransformerRecognizer
-        return FrameTransformerRecognizer(cfg, in_channels, num_classes)
-    return BPMTRecognizer(cfg, partition, in_channels, num_classes)
+        net = FrameTransformerRecognizer(cfg, in_channels, num_classes)
+    else:
+        net = BPMTRecognizer(cfg, partition, in_channels, num_classes)
+    if cfg.fuse_lda:
+        from .handcrafted_lda import HandcraftedLDA
+        net.handcrafted = HandcraftedLDA(num_classes)
+    return net

@@ -1,0 +1,113 @@
+"""A recogniser's hand-crafted LDA branch (`model.fuse_lda`): fitted at export, fused at test time."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bpmt.cli import main
+from bpmt.data.source import open_data
+from bpmt.engine.export import load_recognizer
+from bpmt.errors import BPMTError, CheckpointError
+from bpmt.evaluation.evaluate import embed_corpus, score_embeddings
+from bpmt.evaluation.handcrafted import FEATURE_DIM, fuse_embeddings, handcrafted_features, lda_embeddings
+from bpmt.models.handcrafted_lda import HandcraftedLDA
+from bpmt.models.recognizer import build_recognizer
+from bpmt.skeleton import get_partition
+
+from conftest import TINY_TRAIN
+from test_models import tiny_model_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_IDS = [f"{i:04d}" for i in range(5)]
+TEST_IDS = [f"{i:04d}" for i in range(5, 8)]
+
+
+def split(corpus):
+    train, test = corpus.select_ids(TRAIN_IDS), corpus.select_ids(TEST_IDS)
+    sequences = [[c.keypoints_of(i) for i in range(len(c))] for c in (train, test)]
+    return train, test, sequences
+
+
+def baseline_lda(train_sequences, train_labels, test_sequences) -> np.ndarray:
+    features = [np.stack([handcrafted_features(s) for s in group]) for group in (train_sequences, test_sequences)]
+    return lda_embeddings(features[0], train_labels, features[1])
+
+
+def test_branch_embeds_exactly_like_the_lda_baseline(serving_synth):
+    corpus, _ = open_data(serving_synth)
+    train, _, (train_seqs, test_seqs) = split(corpus)
+    branch = HandcraftedLDA(len(TRAIN_IDS))
+    assert branch.projection.shape == (FEATURE_DIM, len(TRAIN_IDS) - 1) and not branch.is_fitted
+    with pytest.raises(BPMTError, match="never fitted"):
+        branch.features(test_seqs)
+    branch.fit(train_seqs, train.subjects)
+    assert branch.is_fitted
+    own = branch.features(test_seqs)
+    expected = baseline_lda(train_seqs, train.subjects, test_seqs)
+    assert own.shape == (len(test_seqs), len(TRAIN_IDS) - 1)
+    assert np.allclose(np.abs(own), np.abs(expected), atol=1e-8)        # eigenvector signs are arbitrary
+    with pytest.raises(BPMTError, match="has 3 dimensions, which does not fit a training set of 5 identities"):
+        HandcraftedLDA(4).fit(train_seqs, train.subjects)
+    with pytest.raises(BPMTError, match="needs at least two"):
+        HandcraftedLDA(2).fit(train_seqs[:3], train.subjects[:3])
+    assert HandcraftedLDA(3000).projection.shape == (FEATURE_DIM, FEATURE_DIM)     # rank <= feature count
+
+
+def test_branch_exists_only_when_configured():
+    partition = get_partition("default")
+    plain = build_recognizer(tiny_model_config(), partition, 5, 3)
+    fused = build_recognizer(tiny_model_config(fuse_lda=True), partition, 5, 3)
+    assert not hasattr(plain, "handcrafted")
+    extra = set(fused.state_dict()) - set(plain.state_dict())
+    assert extra == {"handcrafted.mean", "handcrafted.std", "handcrafted.projection", "handcrafted.fitted"}
+    assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in plain.parameters())   # not trained
+
+
+def test_train_export_and_evaluate_fused(serving_synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(ROOT / "configs" / "tiny.yaml"), "--data", str(serving_synth),
+                 "--ids", ",".join(TRAIN_IDS), "--out", str(out), *TINY_TRAIN, "stages=[phase1,finetune]",
+                 "model.fuse_lda=true"]) == 0
+    assert "LDA branch fitted on 15 training sequences of 5 identities" in capsys.readouterr().err
+    model, config, _, _ = load_recognizer(out)
+    assert config.model.fuse_lda and model.handcrafted.is_fitted
+
+    corpus, _ = open_data(serving_synth)
+    train, test, (train_seqs, test_seqs) = split(corpus)
+    network = embed_corpus(model, config, test, fuse=False)
+    fused = embed_corpus(model, config, test)
+    assert network.shape == (9, 16) and fused.shape == (9, 16 + len(TRAIN_IDS) - 1)
+    expected = fuse_embeddings(network, baseline_lda(train_seqs, train.subjects, test_seqs))
+    distances = [((e[:, None] - e[None]) ** 2).sum(-1) for e in (fused, expected)]
+    assert np.allclose(*distances, atol=1e-5)
+
+    # `bpmt evaluate` scores the fused embedding; `--set eval.fuse=false` the network alone.
+    data = ["--data", str(serving_synth), "--ids", ",".join(TEST_IDS), "--json"]
+    for setting, embeddings in (([], fused), (["--set", "eval.fuse=false"], network)):
+        capsys.readouterr()
+        assert main(["evaluate", str(out), *data, *setting]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        wanted = score_embeddings(embeddings, test.names, test.subjects)["loo"]
+        assert printed["loo"]["mAP"] == pytest.approx(wanted["mAP"], abs=1e-3), setting
+
+    # The benchmark's consistency check passes for this model and catches a branch fitted elsewhere.
+    spec = importlib.util.spec_from_file_location("protocol", ROOT / "benchmarks" / "protocol.py")
+    protocol = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocol)
+    lda = baseline_lda(train_seqs, train.subjects, test_seqs)
+    protocol.check_lda_branch(model, test, lda, out)
+    with pytest.raises(SystemExit, match="LDA branch disagrees"):
+        protocol.check_lda_branch(model, test, lda[:, ::-1] * 2.0, out)
+
+    # A description without the branch does not fit the weights: refused, not silently dropped.
+    sidecar = out / "model.json"
+    info = json.loads(sidecar.read_text())
+    info["config"]["model"]["fuse_lda"] = False
+    sidecar.write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="unexpected.*handcrafted"):
+        load_recognizer(out)
