@@ -104,6 +104,16 @@ def test_train_export_and_evaluate_fused(serving_synth, tmp_path, capsys):
     with pytest.raises(SystemExit, match="LDA branch disagrees"):
         protocol.check_lda_branch(model, test, lda[:, ::-1] * 2.0, out)
 
+    # The gallery stores and searches the fused vectors: every enrolled sequence finds itself.
+    gallery = tmp_path / "gallery"
+    assert main(["enroll", str(out), "--gallery", str(gallery), *data[:4], "--workers", "1"]) == 0
+    assert json.loads((gallery / "gallery.json").read_text())["dim"] == 16 + len(TRAIN_IDS) - 1
+    capsys.readouterr()
+    assert main(["identify", str(out), "--gallery", str(gallery), *data, "--workers", "1"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["identity"] for r in results] == test.subjects
+    assert all(r["matches"][0]["distance"] == pytest.approx(0.0, abs=1e-5) for r in results)
+
     # A description without the branch does not fit the weights: refused, not silently dropped.
     sidecar = out / "model.json"
     info = json.loads(sidecar.read_text())
