@@ -121,3 +121,17 @@ def test_train_export_and_evaluate_fused(serving_synth, tmp_path, capsys):
     sidecar.write_text(json.dumps(info))
     with pytest.raises(CheckpointError, match="unexpected.*handcrafted"):
         load_recognizer(out)
+
+
+def test_floor_benchmark_reports_the_branch_cost(serving_synth, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("protocol_floor", ROOT / "benchmarks" / "protocol_floor.py")
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps([TRAIN_IDS[:4], [TRAIN_IDS[4], *TEST_IDS]]))
+    result = tmp_path / "floor.json"
+    assert floor.main(["--data", str(serving_synth), "--folds", str(folds), "--lda", "--chance-draws", "0",
+                       "--workers", "1", "--json", str(result)]) == 0
+    assert "as a model's LDA branch (model.fuse_lda): fitting on all 24 sequences" in capsys.readouterr().out
+    cost = json.loads(result.read_text())["lda"]["cost"]
+    assert cost["sequences"] == 24 and cost["fit_seconds"] > 0 and cost["embed_ms_per_sequence"] > 0
