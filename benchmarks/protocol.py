@@ -38,7 +38,8 @@ from bpmt.engine.export import load_recognizer
 from bpmt.engine.trainer import train
 from bpmt.engine.plots import plot_cmc
 from bpmt.evaluation.evaluate import embed_corpus, score_embeddings
-from bpmt.evaluation.handcrafted import fuse_embeddings, handcrafted_features, lda_embeddings, standardize
+from bpmt.evaluation.handcrafted import corpus_features, fuse_embeddings, lda_embeddings, standardize
+from bpmt.evaluation.metrics import pairwise_distances
 from bpmt.evaluation.protocols import fold_split, leave_one_out, load_folds, mean_std
 from bpmt.evaluation.report import format_folds
 
@@ -61,10 +62,6 @@ def shipped_cache(out: Path) -> Path:
     return cache
 
 
-def floor_features(corpus) -> np.ndarray:
-    return np.stack([handcrafted_features(corpus.keypoints_of(i)) for i in range(len(corpus))])
-
-
 def floor(corpus, folds, features: np.ndarray) -> list[dict]:
     subjects = np.array(corpus.subjects)
     results = []
@@ -75,25 +72,22 @@ def floor(corpus, folds, features: np.ndarray) -> list[dict]:
     return results
 
 
-def check_lda_branch(model, test, lda: np.ndarray, run_dir: Path) -> None:
-    """A model that carries its own LDA branch (`model.fuse_lda`) must embed exactly like the
-    benchmark's LDA, so that the fused column is what `bpmt evaluate` reports for it."""
+def check_lda_branch(model, test_features: np.ndarray, lda: np.ndarray, run_dir: Path) -> None:
+    """A model that carries its own LDA branch (`model.fuse_lda`) must embed the test sequences'
+    features exactly like the benchmark's LDA (up to the signs of its axes: compared by distances),
+    so that the fused column is what `bpmt evaluate` reports for it."""
     branch = getattr(model, "handcrafted", None)
     if branch is None:
         return
-    own = branch.features([test.keypoints_of(i) for i in range(len(test))])
-    if not np.allclose(pairwise_sq(own), pairwise_sq(lda), rtol=1e-6, atol=1e-6):
+    own = branch.embed(test_features)
+    if not np.allclose(pairwise_distances(own, own), pairwise_distances(lda, lda), rtol=1e-6, atol=1e-6):
         raise SystemExit(f"{run_dir}: the model's LDA branch disagrees with the benchmark's LDA "
                          "(was it fitted on other training identities?)")
 
 
-def pairwise_sq(x: np.ndarray) -> np.ndarray:
-    return ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-
-
 def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, features: np.ndarray) -> dict:
     """Train (or reuse) one fold's run and score it, alone and fused with the LDA baseline
-    (`result["fused"]`); `features` are `floor_features(corpus)`."""
+    (`result["fused"]`); `features` are `corpus_features(corpus)`."""
     train_ids, test_ids = fold_split(folds, k)
     if not (run_dir / "model.safetensors").is_file():
         resume = (run_dir / "config.yaml").is_file()
@@ -107,7 +101,7 @@ def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, f
     subjects = np.array(corpus.subjects)
     train_rows, test_rows = np.isin(subjects, train_ids), np.isin(subjects, test_ids)
     lda = lda_embeddings(features[train_rows], subjects[train_rows], features[test_rows])
-    check_lda_branch(model, test, lda, run_dir)
+    check_lda_branch(model, features[test_rows], lda, run_dir)
     fused = leave_one_out(fuse_embeddings(embeddings, lda), test.subjects, metric=cfg.eval.metric)
     times = {s: json.loads((run_dir / s / "time.json").read_text())["seconds"] for s in cfg.stages}
     return {**result, "fused": {c: fused[c] for c in COLUMNS}, "train_seconds": sum(times.values()),
@@ -136,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     fold_ids = [int(k) for k in args.only_folds.split(",")] if args.only_folds else list(range(len(folds)))
     seeds = [int(s) for s in args.seeds.split(",")]
     name = args.name or Path(args.config).stem
-    features = floor_features(corpus)
+    features = corpus_features(corpus)
     per_run, labels = [], []
     for seed in seeds:
         config = load_config(args.config, [*args.overrides, f"seed={seed}"])

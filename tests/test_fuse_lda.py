@@ -14,7 +14,7 @@ from bpmt.data.source import open_data
 from bpmt.engine.export import load_recognizer
 from bpmt.errors import BPMTError, CheckpointError
 from bpmt.evaluation.evaluate import embed_corpus, score_embeddings
-from bpmt.evaluation.handcrafted import FEATURE_DIM, fuse_embeddings, handcrafted_features, lda_embeddings
+from bpmt.evaluation.handcrafted import FEATURE_DIM, corpus_features, fuse_embeddings, lda_embeddings
 from bpmt.models.handcrafted_lda import HandcraftedLDA
 from bpmt.models.recognizer import build_recognizer
 from bpmt.skeleton import get_partition
@@ -29,32 +29,27 @@ TEST_IDS = [f"{i:04d}" for i in range(5, 8)]
 
 def split(corpus):
     train, test = corpus.select_ids(TRAIN_IDS), corpus.select_ids(TEST_IDS)
-    sequences = [[c.keypoints_of(i) for i in range(len(c))] for c in (train, test)]
-    return train, test, sequences
+    return train, test, (corpus_features(train), corpus_features(test))
 
-
-def baseline_lda(train_sequences, train_labels, test_sequences) -> np.ndarray:
-    features = [np.stack([handcrafted_features(s) for s in group]) for group in (train_sequences, test_sequences)]
-    return lda_embeddings(features[0], train_labels, features[1])
 
 
 def test_branch_embeds_exactly_like_the_lda_baseline(serving_synth):
     corpus, _ = open_data(serving_synth)
-    train, _, (train_seqs, test_seqs) = split(corpus)
+    train, _, (train_feats, test_feats) = split(corpus)
     branch = HandcraftedLDA(len(TRAIN_IDS))
     assert branch.projection.shape == (FEATURE_DIM, len(TRAIN_IDS) - 1) and not branch.is_fitted
     with pytest.raises(BPMTError, match="never fitted"):
-        branch.features(test_seqs)
-    branch.fit(train_seqs, train.subjects)
+        branch.embed(test_feats)
+    branch.fit(train_feats, train.subjects)
     assert branch.is_fitted
-    own = branch.features(test_seqs)
-    expected = baseline_lda(train_seqs, train.subjects, test_seqs)
-    assert own.shape == (len(test_seqs), len(TRAIN_IDS) - 1)
+    own = branch.embed(test_feats)
+    expected = lda_embeddings(train_feats, train.subjects, test_feats)
+    assert own.shape == (len(test_feats), len(TRAIN_IDS) - 1)
     assert np.allclose(np.abs(own), np.abs(expected), atol=1e-8)        # eigenvector signs are arbitrary
     with pytest.raises(BPMTError, match="has 3 dimensions, which does not fit a training set of 5 identities"):
-        HandcraftedLDA(4).fit(train_seqs, train.subjects)
+        HandcraftedLDA(4).fit(train_feats, train.subjects)
     with pytest.raises(BPMTError, match="needs at least two"):
-        HandcraftedLDA(2).fit(train_seqs[:3], train.subjects[:3])
+        HandcraftedLDA(2).fit(train_feats[:3], train.subjects[:3])
     assert HandcraftedLDA(3000).projection.shape == (FEATURE_DIM, FEATURE_DIM)     # rank <= feature count
 
 
@@ -78,11 +73,11 @@ def test_train_export_and_evaluate_fused(serving_synth, tmp_path, capsys):
     assert config.model.fuse_lda and model.handcrafted.is_fitted
 
     corpus, _ = open_data(serving_synth)
-    train, test, (train_seqs, test_seqs) = split(corpus)
+    train, test, (train_feats, test_feats) = split(corpus)
     network = embed_corpus(model, config, test, fuse=False)
     fused = embed_corpus(model, config, test)
     assert network.shape == (9, 16) and fused.shape == (9, 16 + len(TRAIN_IDS) - 1)
-    expected = fuse_embeddings(network, baseline_lda(train_seqs, train.subjects, test_seqs))
+    expected = fuse_embeddings(network, lda_embeddings(train_feats, train.subjects, test_feats))
     distances = [((e[:, None] - e[None]) ** 2).sum(-1) for e in (fused, expected)]
     assert np.allclose(*distances, atol=1e-5)
 
@@ -99,10 +94,10 @@ def test_train_export_and_evaluate_fused(serving_synth, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("protocol", ROOT / "benchmarks" / "protocol.py")
     protocol = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(protocol)
-    lda = baseline_lda(train_seqs, train.subjects, test_seqs)
-    protocol.check_lda_branch(model, test, lda, out)
+    lda = lda_embeddings(train_feats, train.subjects, test_feats)
+    protocol.check_lda_branch(model, test_feats, lda, out)
     with pytest.raises(SystemExit, match="LDA branch disagrees"):
-        protocol.check_lda_branch(model, test, lda[:, ::-1] * 2.0, out)
+        protocol.check_lda_branch(model, test_feats, lda[:, ::-1] * 2.0, out)
 
     # The gallery stores and searches the fused vectors: every enrolled sequence finds itself.
     gallery = tmp_path / "gallery"

@@ -29,6 +29,7 @@ from ..data.batches import SINGLE_PROCESS, PoseBatcher, Shard
 from ..data.corpus import PoseCorpus
 from ..data.transforms import num_channels
 from ..errors import BPMTError, CheckpointError, ConfigError
+from ..evaluation.handcrafted import corpus_features
 from ..finetune.step import Finetuner
 from ..models.recognizer import build_encoders, build_fusion, build_recognizer
 from ..pretrain.phase1 import Phase1Pretrainer
@@ -119,7 +120,7 @@ def build_stage_module(stage: str, cfg: Config, num_classes: int, previous: Path
     if previous is not None:
         after_phase2 = previous.parent.name == "phase2"
         keep = ("encoders.", "fusion.") if after_phase2 else ("encoders.",)
-        new = ("embed.", "head.", "handcrafted.") if after_phase2 else ("embed.", "head.", "fusion.", "handcrafted.")
+        new = ("embed.", "head.", "handcrafted.") + (() if after_phase2 else ("fusion.",))
         load_pretrained(recognizer, _read_weights(previous), keep, new, previous)
     return Finetuner(recognizer, cfg.finetune)
 
@@ -292,7 +293,7 @@ def train(cfg: Config, corpus: PoseCorpus, out: str | os.PathLike, *, stage: str
         recognizer.load_state_dict({k.removeprefix("recognizer."): v
                                     for k, v in _read_weights(run.weights("finetune")).items()})
         if cfg.model.fuse_lda:
-            recognizer.handcrafted.fit([corpus.keypoints_of(i) for i in range(len(corpus))], corpus.subjects)
+            recognizer.handcrafted.fit(corpus_features(corpus), corpus.subjects)
             report(f"LDA branch fitted on {len(corpus)} training sequences of {len(identities)} identities")
         export_recognizer(recognizer, cfg, meta, run.model)
     fabric.barrier()

@@ -10,7 +10,7 @@ from ..config import Config
 from ..data.batches import PoseBatcher
 from ..data.corpus import PoseCorpus
 from .embed import embed_sequences
-from .handcrafted import fuse_embeddings
+from .handcrafted import corpus_features, fuse_embeddings
 from .protocols import leave_one_out, official_protocol
 
 
@@ -27,8 +27,7 @@ def embed_corpus(model, config: Config, corpus: PoseCorpus, device="cpu",
                                  device=device, progress=progress)
     branch = getattr(model, "handcrafted", None)
     if fuse and config.eval.fuse and branch is not None:
-        lda = branch.features([corpus.keypoints_of(i) for i in range(len(corpus))])
-        embeddings = fuse_embeddings(embeddings, lda)
+        embeddings = fuse_embeddings(embeddings, branch.embed(corpus_features(corpus)))
     return embeddings
 
 

@@ -58,15 +58,23 @@ def handcrafted_features(keypoints: np.ndarray) -> np.ndarray:
     ])
 
 
-def standardize(train_features: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """Scale `features (N, D)` to zero mean, unit variance per dimension using `train_features (M, D)`.
+def corpus_features(corpus) -> np.ndarray:
+    """`(N, FEATURE_DIM)` features of every sequence of a `PoseCorpus`."""
+    return np.stack([handcrafted_features(corpus.keypoints_of(i)) for i in range(len(corpus))])
 
-    Dimensions constant on the training set are only centred (their std is taken as 1).
-    """
+
+def feature_statistics(train_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std `(D,)` of `train_features (M, D)` for `standardize`; dimensions
+    constant on the training set get std 1 (they are only centred)."""
     train_features = np.asarray(train_features, dtype=np.float64)
-    mean = train_features.mean(axis=0)
     std = train_features.std(axis=0)
-    std = np.where(std > _EPS, std, 1.0)
+    return train_features.mean(axis=0), np.where(std > _EPS, std, 1.0)
+
+
+def standardize(train_features: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """Scale `features (N, D)` to zero mean, unit variance per dimension using `train_features (M, D)`
+    (`feature_statistics`)."""
+    mean, std = feature_statistics(train_features)
     return (np.asarray(features, dtype=np.float64) - mean) / std
 
 

@@ -1,11 +1,12 @@
 """The hand-crafted LDA branch a recogniser can carry (`model.fuse_lda`): late fusion at test time.
 
 Fisher's discriminant of the training-free floor's per-sequence features
-(`evaluation.handcrafted`: posture, limb proportions, motion), fitted on the training identities
-when the model is exported. Its buffers (feature mean and std, projection) live in the model's
-state, so they are saved, fingerprinted and strictly loaded with the network's weights. It plays
-no part in training; `evaluation.evaluate.embed_corpus` concatenates its embedding of each whole
-sequence with the network's, both scaled to unit length (`fuse_embeddings`).
+(`evaluation.handcrafted`: posture, limb proportions, motion; `corpus_features`), fitted on the
+training identities when the model is exported. Its buffers (feature mean and std, projection)
+live in the model's state, so they are saved, fingerprinted and strictly loaded with the network's
+weights. It plays no part in training; `evaluation.evaluate.embed_corpus` concatenates its
+embedding of each whole sequence with the network's, both scaled to unit length
+(`fuse_embeddings`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import BPMTError
-from ..evaluation.handcrafted import FEATURE_DIM, fit_lda, handcrafted_features
+from ..evaluation.handcrafted import FEATURE_DIM, feature_statistics, fit_lda
 
 
 class HandcraftedLDA(nn.Module):
@@ -35,27 +36,23 @@ class HandcraftedLDA(nn.Module):
         return bool(self.fitted.item() == 1.0)
 
     @torch.no_grad()
-    def fit(self, sequences: Sequence[np.ndarray], labels: Sequence[str], shrinkage: float = 0.3) -> None:
-        """Fit on the training sequences `(T, 17, 3)` and their identity labels (one per class)."""
+    def fit(self, features: np.ndarray, labels: Sequence[str], shrinkage: float = 0.3) -> None:
+        """Fit on the training sequences' features `(N, FEATURE_DIM)` and their identity labels."""
         classes = sorted(set(labels))
         if len(classes) < 2 or min(len(classes) - 1, FEATURE_DIM) != self.dims:
             raise BPMTError(f"the LDA branch has {self.dims} dimensions, which does not fit a training set of "
                             f"{len(classes)} identities (model.fuse_lda needs at least two)")
-        features = np.stack([handcrafted_features(s) for s in sequences])
-        mean = features.mean(axis=0)
-        std = features.std(axis=0)
-        std = np.where(std > 1e-6, std, 1.0)                      # as `standardize`
+        mean, std = feature_statistics(features)
         projection = fit_lda((features - mean) / std, np.asarray(labels), shrinkage=shrinkage, dims=self.dims)
         for name, value in (("mean", mean), ("std", std), ("projection", projection)):
             getattr(self, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
         self.fitted.fill_(1.0)
 
-    def features(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """`(N, dims)` LDA embeddings of whole sequences `(T, 17, 3)`."""
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """`(N, dims)` LDA embeddings of whole sequences' features `(N, FEATURE_DIM)`."""
         if not self.is_fitted:
             raise BPMTError("this model's LDA branch (model.fuse_lda) was never fitted; "
                             "it is fitted when training exports the model")
-        features = np.stack([handcrafted_features(s) for s in sequences])
         mean, std, projection = (getattr(self, n).detach().cpu().double().numpy()
                                  for n in ("mean", "std", "projection"))
-        return (features - mean) / std @ projection
+        return (np.asarray(features, dtype=np.float64) - mean) / std @ projection
