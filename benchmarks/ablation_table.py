@@ -3,7 +3,7 @@
     python benchmarks/ablation_table.py runs/gait3d.json runs/no-pretrain.json ... [--plot ablation.png]
 
 Each row: name, config file and overrides, number of runs (seeds x folds), Rank-1 / Rank-5 / mAP / mINP as
-mean ± std, mean training seconds per run, and Rank-1 / mAP of the model fused with the LDA
+mean ± std, mean training seconds per run, and Rank-1 / mAP of the ensemble of the network with the LDA
 baseline (files written before the protocol scored the fusion show "—"); a last row gives the
 training-free floor of the first file (all files of one table must use the same folds).
 """
@@ -28,7 +28,7 @@ def fused(result: dict) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| variant | config, overrides | runs | Rank-1 | Rank-5 | mAP | mINP | train s/run | fused with LDA: Rank-1 / mAP |",
+    lines = ["| variant | config, overrides | runs | Rank-1 | Rank-5 | mAP | mINP | train s/run | + LDA ensemble: Rank-1 / mAP |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         seconds = [run["train_seconds"] for run in r["runs"] if "train_seconds" in run]

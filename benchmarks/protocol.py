@@ -4,12 +4,13 @@ For every seed and each of the four identity-disjoint folds of the shipped 38-id
 subset: train the config's stages on the other folds' identities, embed the held-out fold's
 sequences, leave-one-out retrieval (Euclidean). Prints per-run and mean ± std (over folds and
 seeds) Rank-1, Rank-5, mAP, mINP next to the training-free floor, and writes JSON. It also scores
-late fusion of each model with the LDA baseline (`benchmarks/protocol_floor.py --lda`): both
-embeddings scaled to unit length and concatenated (`evaluation.handcrafted.fuse_embeddings`), the
-LDA fitted on the same training identities as the model. The first table is always the network
-alone; for a config with `model.fuse_lda` (the default `configs/gait3d.yaml`) the fused table is
-what `bpmt evaluate` reports for the exported models, and the benchmark checks that each model's
-own LDA branch embeds exactly like the LDA fitted here. Every run
+the ensemble of each network with the LDA baseline (`benchmarks/protocol_floor.py --lda`): both
+embeddings scaled to unit length and concatenated (`models.handcrafted.fuse_embeddings`), the
+LDA fitted on the same training identities as the network. The first table is always the network
+alone (BPMT's result); the second is the labelled ensemble. For a config with `ensemble.lda`
+(the default `configs/gait3d.yaml`) that is what `bpmt evaluate` reports for the exported models,
+and the benchmark checks that each model's own LDA member embeds exactly like the LDA fitted here.
+Every run
 folder holds its plots: `<stage>/loss.png` (loss curves per phase) and `cmc.png` (the CMC curve
 of its evaluation).
 
@@ -38,7 +39,8 @@ from bpmt.engine.export import load_recognizer
 from bpmt.engine.trainer import train
 from bpmt.engine.plots import plot_cmc
 from bpmt.evaluation.evaluate import embed_corpus, score_embeddings
-from bpmt.evaluation.handcrafted import corpus_features, fuse_embeddings, lda_embeddings, standardize
+from bpmt.models.ensemble import Ensemble
+from bpmt.models.handcrafted import corpus_features, fuse_embeddings, lda_embeddings, standardize
 from bpmt.evaluation.metrics import pairwise_distances
 from bpmt.evaluation.protocols import fold_split, leave_one_out, load_folds, mean_std
 from bpmt.evaluation.report import format_folds
@@ -72,22 +74,21 @@ def floor(corpus, folds, features: np.ndarray) -> list[dict]:
     return results
 
 
-def check_lda_branch(model, test_features: np.ndarray, lda: np.ndarray, run_dir: Path) -> None:
-    """A model that carries its own LDA branch (`model.fuse_lda`) must embed the test sequences'
-    features exactly like the benchmark's LDA (up to the signs of its axes: compared by distances),
-    so that the fused column is what `bpmt evaluate` reports for it."""
-    branch = getattr(model, "handcrafted", None)
-    if branch is None:
+def check_lda_member(model, test_features: np.ndarray, lda: np.ndarray, run_dir: Path) -> None:
+    """An exported `Ensemble` (`ensemble.lda`) must embed the test sequences' features with its LDA
+    member exactly like the benchmark's LDA (up to the signs of its axes: compared by distances),
+    so that the ensemble table is what `bpmt evaluate` reports for it."""
+    if not isinstance(model, Ensemble):
         return
-    own = branch.embed(test_features)
+    own = model.lda(test_features)
     if not np.allclose(pairwise_distances(own, own), pairwise_distances(lda, lda), rtol=1e-6, atol=1e-6):
-        raise SystemExit(f"{run_dir}: the model's LDA branch disagrees with the benchmark's LDA "
+        raise SystemExit(f"{run_dir}: the model's LDA member disagrees with the benchmark's LDA "
                          "(was it fitted on other training identities?)")
 
 
 def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, features: np.ndarray) -> dict:
-    """Train (or reuse) one fold's run and score it, alone and fused with the LDA baseline
-    (`result["fused"]`); `features` are `corpus_features(corpus)`."""
+    """Train (or reuse) one fold's run and score it, the network alone and as an ensemble with the
+    LDA baseline (`result["fused"]`); `features` are `corpus_features(corpus)`."""
     train_ids, test_ids = fold_split(folds, k)
     if not (run_dir / "model.safetensors").is_file():
         resume = (run_dir / "config.yaml").is_file()
@@ -95,13 +96,13 @@ def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, f
               report=lambda m: print(f"  {m}", file=sys.stderr), data_description=f"fold {k} train")
     model, cfg, _, _ = load_recognizer(run_dir)
     test = corpus.select_ids(test_ids)
-    embeddings = embed_corpus(model, cfg, test, fuse=False)      # the network alone; fused below
+    embeddings = embed_corpus(model, cfg, test, ensemble=False)   # the network alone; the ensemble below
     result = score_embeddings(embeddings, test.names, test.subjects, metric=cfg.eval.metric)["loo"]
     plot_cmc(result["cmc"], run_dir / "cmc.png", title=f"{run_dir.parent.name} {run_dir.name}: leave-one-out CMC")
     subjects = np.array(corpus.subjects)
     train_rows, test_rows = np.isin(subjects, train_ids), np.isin(subjects, test_ids)
     lda = lda_embeddings(features[train_rows], subjects[train_rows], features[test_rows])
-    check_lda_branch(model, features[test_rows], lda, run_dir)
+    check_lda_member(model, features[test_rows], lda, run_dir)
     fused = leave_one_out(fuse_embeddings(embeddings, lda), test.subjects, metric=cfg.eval.metric)
     times = {s: json.loads((run_dir / s / "time.json").read_text())["seconds"] for s in cfg.stages}
     return {**result, "fused": {c: fused[c] for c in COLUMNS}, "train_seconds": sum(times.values()),
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] seed {seed} fold {k}", file=sys.stderr)
             result = run_one(config, corpus, folds, k, out / name / f"seed{seed}-fold{k}", args.progress,
                              features)
-            print(f"  rank1 {result['rank1']:.2f}  mAP {result['mAP']:.2f}  (fused with LDA: rank1 "
+            print(f"  network alone: rank1 {result['rank1']:.2f}  mAP {result['mAP']:.2f}  (ensemble with LDA: rank1 "
                   f"{result['fused']['rank1']:.2f}  mAP {result['fused']['mAP']:.2f})", file=sys.stderr)
             per_run.append(result)
             labels.append(f"s{seed} f{k}")
@@ -148,12 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     fused_runs = [r["fused"] for r in per_run]
     fused_summary = mean_std(fused_runs)
     floor_summary = mean_std([{c: r[c] for c in COLUMNS} for r in floor_runs])
-    own_branch = config.model.fuse_lda
-    print(f"\n{name}: {args.config} {' '.join(args.overrides)} (seeds {seeds}, folds {fold_ids})"
-          + (" — the network alone" if own_branch else ""))
+    own_member = config.ensemble.lda
+    print(f"\n{name}: {args.config} {' '.join(args.overrides)} (seeds {seeds}, folds {fold_ids}) — the network alone")
     print(format_folds(per_run, summary, COLUMNS, labels))
-    print(f"\n{name} fused with the LDA baseline (unit-length embeddings concatenated)"
-          + (" — what `bpmt evaluate` reports for these models (model.fuse_lda):" if own_branch else ":"))
+    print(f"\n{name} + LDA ensemble (unit-length embeddings concatenated, 1:1)"
+          + (" — what `bpmt evaluate` reports for these models (ensemble.lda):" if own_member else ":"))
     print(format_folds(fused_runs, fused_summary, COLUMNS, labels))
     print("\ntraining-free floor (same folds):")
     print(format_folds(floor_runs, floor_summary, COLUMNS, [f"fold {k}" for k in fold_ids]))

@@ -1,6 +1,6 @@
 """The training-free floor on the development protocol (DESIGN.md §3).
 
-For each identity-disjoint fold: hand-crafted features (`bpmt.evaluation.handcrafted`) of every
+For each identity-disjoint fold: hand-crafted features (`bpmt.models.handcrafted`) of every
 sequence, standardised with the statistics of the other folds' sequences, then leave-one-out
 retrieval (Euclidean) among the held-out fold's sequences. Prints per-fold results and
 mean ± std (sample std over folds); `--json OUT` writes them.
@@ -28,7 +28,7 @@ import numpy as np
 from bpmt.data.corpus import PoseCorpus
 from bpmt.data.source import open_data
 from bpmt.errors import BPMTError
-from bpmt.evaluation.handcrafted import corpus_features, lda_embeddings, standardize
+from bpmt.models.handcrafted import corpus_features, lda_embeddings, standardize
 from bpmt.evaluation.protocols import fold_split, leave_one_out, load_folds, mean_std
 from bpmt.evaluation.report import format_folds
 
@@ -80,19 +80,19 @@ def run_floor(corpus: PoseCorpus, folds: list[list[str]], chance_draws: int = 20
     return result
 
 
-def lda_branch_cost(corpus: PoseCorpus) -> dict:
-    """Time the LDA branch a model carries with `model.fuse_lda`: fitting it on the whole corpus
+def lda_member_cost(corpus: PoseCorpus) -> dict:
+    """Time the LDA member of an ensemble (`ensemble.lda`): fitting it on the whole corpus
     (as at export) and embedding every sequence (as at test time), features included, best of 3."""
-    from bpmt.models.handcrafted_lda import HandcraftedLDA
+    from bpmt.models.ensemble import HandcraftedLDA
 
-    branch = HandcraftedLDA(len(corpus.identities))
+    member = HandcraftedLDA(len(corpus.identities))
     fit = embed = float("inf")
     for _ in range(3):
         start = time.perf_counter()
-        branch.fit(corpus_features(corpus), corpus.subjects)
+        member.fit(corpus_features(corpus), corpus.subjects)
         fit = min(fit, time.perf_counter() - start)
         start = time.perf_counter()
-        branch.embed(corpus_features(corpus))
+        member(corpus_features(corpus))
         embed = min(embed, time.perf_counter() - start)
     return {"sequences": len(corpus), "mean_frames": float(np.mean(corpus.lengths)), "fit_seconds": fit,
             "embed_ms_per_sequence": 1000 * embed / len(corpus)}
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             corpus, _ = open_data(data, ids, workers=args.workers)
             result = run_floor(corpus, folds, chance_draws=args.chance_draws, lda=args.lda)
             if args.lda:
-                result["lda"]["cost"] = lda_branch_cost(corpus)
+                result["lda"]["cost"] = lda_member_cost(corpus)
         result["seconds"] = round(time.perf_counter() - start, 1)
     except BPMTError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nthe same features through Fisher's discriminant fitted on the training identities (shrinkage 0.3):")
         print(format_folds(result["lda"]["per_fold"], result["lda"]["summary"], columns=COLUMNS))
         cost = result["lda"]["cost"]
-        print(f"as a model's LDA branch (model.fuse_lda): fitting on all {cost['sequences']} sequences "
+        print(f"as an ensemble's LDA member (ensemble.lda): fitting on all {cost['sequences']} sequences "
               f"{cost['fit_seconds']:.2f} s, embedding {cost['embed_ms_per_sequence']:.2f} ms per sequence "
               f"({cost['mean_frames']:.0f} frames on average; one core)")
     if "chance" in result:

@@ -5,7 +5,7 @@ keypoints (x / crop width, y / crop height, confidence) resampled to a fixed num
 flattened, and prints leave-one-out Rank-1 and mAP under Euclidean distance. The generator is
 tuned so that this naive embedding is clearly imperfect (view, speed, phase and noise change raw
 coordinates more than identity does) while identity stays learnable. For comparison it also prints
-the training-free hand-crafted features of `bpmt.evaluation.handcrafted` (standardised over all
+the training-free hand-crafted features of `bpmt.models.handcrafted` (standardised over all
 sequences, so slightly optimistic).
 
     python benchmarks/synth_baseline.py [--subjects 40] [--sequences-per-subject 8] [--seed 0]
@@ -21,7 +21,7 @@ import numpy as np
 
 from bpmt.data.io import read_gait3d
 from bpmt.data.synth import write_synthetic
-from bpmt.evaluation.handcrafted import handcrafted_features, standardize
+from bpmt.models.handcrafted import handcrafted_features, standardize
 from bpmt.evaluation.protocols import leave_one_out
 
 

@@ -25,9 +25,9 @@ def corpus(identities: int = 5, per_identity: int = 3, frames: int = 50) -> Pose
 
 
 def test_identity_batch_is_p_by_k_and_deterministic():
-    batcher = PoseBatcher(corpus(), DataConfig(clip_len=24, channels=["xy", "conf", "vel1"]), frames_per_token=4)
+    batcher = PoseBatcher(corpus(), DataConfig(clip_len=24, clip_min=0, channels=["xy", "conf", "vel1"]), frames_per_token=4)
     batch = batcher.identity_batch(np.random.default_rng(3), identities=4, per_identity=2)
-    assert batch.features.shape == (8, 24, 17, 5) and batch.coords.shape == (8, 24, 17, 2)
+    assert batch.features.shape == (8, 24, 17, 5) and batch.keypoints.shape == (8, 24, 17, 3)
     assert not batch.padding_mask.any()
     labels = batch.labels.numpy()
     assert len(set(labels)) == 4 and all((labels == l).sum() == 2 for l in set(labels))
@@ -68,6 +68,6 @@ def test_clip_centred_test_chunks_are_centred_on_their_own_frames():
 
 
 def test_training_needs_two_identities():
-    batcher = PoseBatcher(corpus(identities=1), DataConfig(clip_len=16), frames_per_token=4)
+    batcher = PoseBatcher(corpus(identities=1), DataConfig(clip_len=16, clip_min=0), frames_per_token=4)
     with pytest.raises(DataError, match="at least 2 identities"):
         batcher.identity_batch(np.random.default_rng(0), 4, 2)

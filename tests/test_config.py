@@ -59,4 +59,20 @@ def test_fast_config_is_the_default_with_the_ablation_overrides():
     root = Path(__file__).resolve().parents[1] / "configs"
     fast = load_config(root / "gait3d-fast.yaml")
     assert fast == load_config(root / "gait3d.yaml", ["model.layer=vanilla", "stages=[phase1,finetune]",
-                                                        "model.fuse_lda=false"])
+                                                        "ensemble.lda=false"])
+
+
+def test_builtin_defaults_are_the_shipped_gait3d_config():
+    """`bpmt train` without --config trains what configs/gait3d.yaml says: one source of truth."""
+    assert load_config(None) == load_config(CONFIGS / "gait3d.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("phase2.decoder_depth=7", "phase2.decoder_depth"),   # phase 2 has no decoder
+    ("phase1.freeze_t1=true", "phase1.freeze_t1"),        # phase 1 trains T1
+    ("finetune.mask_ratio=0.5", "finetune.mask_ratio"),
+    ("model.fuse_lda=true", "model.fuse_lda"),            # the LDA is an ensemble member, not the model's
+])
+def test_a_key_a_stage_does_not_read_is_an_error(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bpmt.evaluation.handcrafted import FEATURE_DIM, handcrafted_features, standardize
+from bpmt.models.handcrafted import FEATURE_DIM, handcrafted_features, standardize
 
 from conftest import FOLDS
 
@@ -96,7 +96,7 @@ def test_floor_on_one_real_fold(gait3d_root):
 
 
 def test_fit_lda_finds_the_discriminative_direction_and_checks_its_arguments():
-    from bpmt.evaluation.handcrafted import fit_lda
+    from bpmt.models.handcrafted import fit_lda
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(5), 20)
@@ -114,7 +114,7 @@ def test_fit_lda_finds_the_discriminative_direction_and_checks_its_arguments():
 
 
 def test_lda_embeddings_use_training_statistics_only():
-    from bpmt.evaluation.handcrafted import fit_lda, lda_embeddings, standardize
+    from bpmt.models.handcrafted import fit_lda, lda_embeddings, standardize
 
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(4), 10)
@@ -127,7 +127,7 @@ def test_lda_embeddings_use_training_statistics_only():
 
 
 def test_fuse_embeddings_weighs_every_block_the_same():
-    from bpmt.evaluation.handcrafted import fuse_embeddings
+    from bpmt.models.handcrafted import fuse_embeddings
 
     a = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
     b = np.array([[100.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, -1e-3]])

@@ -84,9 +84,9 @@ def make_client(tiny_model):
     from bpmt.serving.http import Limits, create_app
 
     @contextmanager
-    def make(gallery: Path, **limits):
+    def make(gallery: Path, create_gallery: bool = False, **limits):
         limits = {"max_body_bytes": MAX_BODY, "max_frames": MAX_FRAMES, **limits}
-        with TestClient(create_app(tiny_model, gallery, Limits(**limits))) as client:
+        with TestClient(create_app(tiny_model, gallery, Limits(**limits), create_gallery=create_gallery)) as client:
             yield client
 
     return make
@@ -197,7 +197,7 @@ def test_health_reports_model_gallery_and_limits(make_client, gallery_copy, tiny
 
 def test_new_gallery_is_created_by_the_first_enrolment(make_client, tmp_path, probes):
     root = tmp_path / "new-gallery"
-    with make_client(root) as client:
+    with make_client(root, create_gallery=True) as client:
         assert client.get("/health").json()["generation"] is None
         assert client.get("/gallery").json()["identities"] == []
         empty = post_json(client, "/identify", {"keypoints": probes["0003"].tolist()})
@@ -401,6 +401,34 @@ def test_video_upload_identifies_every_tracked_walker(make_client, gallery_copy,
         monkeypatch.setattr(video, "extract_sequences", undecodable)
         broken = client.post("/identify", files={"video": ("broken.mp4", b"x", "video/mp4")})
         assert broken.status_code == 422 and broken.json()["detail"] == "broken.mp4: cannot open as a video"
+
+
+# What MediaPipe's C++ side and TFLite print to file descriptor 2 for every pose graph.
+NATIVE_LOG = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
+              b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+              b"W0000 00:00:1796222912.585543    3340 inference_feedback_manager.cc:114] Feedback manager requires "
+              b"a model with a single signature inference. Disabling support for feedback tensors.\n")
+
+
+def test_video_upload_keeps_mediapipe_log_lines_out_of_the_server_log(make_client, gallery_copy, probes, monkeypatch,
+                                                                      capfd):
+    from bpmt.serving import video
+    from bpmt.serving.http import query_sequence
+
+    def extract_sequences(path, progress=None):
+        for line in NATIVE_LOG[:2]:
+            os.write(2, line)
+        os.write(2, b"an ordinary server log line\n")         # anything else still reaches the log
+        os.write(2, NATIVE_LOG[2])
+        return [query_sequence(probes["0004"], "walker-0")]
+
+    monkeypatch.setattr(video, "extract_sequences", extract_sequences)
+    with make_client(gallery_copy) as client:
+        reply = client.post("/identify", files={"video": ("street.mp4", b"fake video bytes", "video/mp4")})
+        assert reply.status_code == 200, reply.text
+    err = capfd.readouterr().err
+    assert "an ordinary server log line" in err
+    assert not [line for line in NATIVE_LOG if line.decode().strip() in err], err
 
 
 def test_video_upload_without_the_video_extra_is_501(make_client, enrolled, monkeypatch):
@@ -692,6 +720,45 @@ def test_server_concurrent_clients_get_consistent_answers(server, probes):
         assert len(replies) == 8 and all(reply == replies[0] for reply in replies)
 
 
+def test_server_log_has_no_mediapipe_lines_after_a_real_video_upload(tiny_model, gallery_copy, tmp_path):
+    """A real video through MediaPipe in a real server: its log keeps the server's lines only."""
+    from bpmt.serving.video import VideoDependencyError
+    from bpmt.serving.video.libs import NATIVE_LOG_LINE, import_mediapipe_pose
+
+    try:
+        import_mediapipe_pose()
+    except VideoDependencyError as exc:
+        pytest.skip(f"video extra not installed: {exc}")
+    import cv2
+    import videos
+
+    try:
+        source = videos.demo_mp4()
+    except videos.FetchError as exc:
+        pytest.skip(f"test video unavailable: {exc}")
+    clip = tmp_path / "walk.avi"              # 40 frames of the woman walking across, at half size
+    reader = cv2.VideoCapture(str(source))
+    reader.set(cv2.CAP_PROP_POS_FRAMES, 60)
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (884, 497))
+    for _ in range(40):
+        ok, frame = reader.read()
+        assert ok
+        writer.write(cv2.resize(frame, (884, 497)))
+    writer.release()
+    reader.release()
+    log = tmp_path / "serve.log"
+    with running_server(tiny_model, gallery_copy, log) as (url, _):
+        reply = httpx.post(url + "/identify", files={"video": ("walk.avi", clip.read_bytes(), "video/x-msvideo")},
+                           timeout=300)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["results"]
+    output = log.read_text()
+    assert "Finished server process" in output and "Traceback" not in output, output
+    assert not [line for line in output.splitlines() if NATIVE_LOG_LINE.match(line)], output
+    for fragment in ("TensorFlow Lite", "absl::", ".cc:"):
+        assert fragment not in output, output
+
+
 def test_cli_defaults_are_the_service_defaults():
     from bpmt.serving import http, http_cli
 
@@ -717,3 +784,41 @@ def test_serve_command_errors(tiny_model, gallery_copy, capsys):
         assert "cannot listen" in capsys.readouterr().err
     assert main(["serve", str(tiny_model), "--gallery", str(gallery_copy), "--max-frames", "4", "--threads", "1"]) == 2
     assert "minimum sequence length 8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_serve_refuses_a_gallery_that_identify_refuses(tiny_model, tmp_path, capsys, monkeypatch, kind):
+    import uvicorn
+
+    gallery = tmp_path / "no-gallery"
+    if kind == "empty":
+        gallery.mkdir()
+    assert main(["identify", str(tiny_model), "--gallery", str(gallery), "--data", str(tmp_path), "--json"]) == 2
+    identify_error = capsys.readouterr().err.strip()
+    assert identify_error.startswith("error: ") and str(gallery) in identify_error
+
+    def listening(*args, **kwargs):
+        raise AssertionError("bpmt serve started on a gallery that identify refuses")
+
+    monkeypatch.setattr(uvicorn.Server, "run", listening)
+    assert main(["serve", str(tiny_model), "--gallery", str(gallery), "--threads", "1", "--port", str(free_port())]) == 2
+    serve_error = capsys.readouterr().err.strip()
+    assert serve_error.startswith(identify_error) and "--create-gallery" in serve_error
+    assert gallery.exists() == (kind == "empty")                      # refused without creating anything
+
+
+def test_serve_create_gallery_flag_starts_on_a_new_folder(tiny_model, tmp_path, monkeypatch, capsys):
+    from bpmt.serving import http
+
+    started = {}
+
+    def serve(model, gallery_dir, **options):          # the app is built, but nothing listens
+        started["app"] = http.create_app(model, gallery_dir, options["limits"], options["create_gallery"])
+
+    monkeypatch.setattr(http, "serve", serve)
+    gallery = tmp_path / "new-gallery"
+    assert main(["serve", str(tiny_model), "--gallery", str(gallery), "--create-gallery", "--threads", "1"]) == 0
+    assert started["app"].state.service.gallery() is None and not gallery.exists()
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "--create-gallery" in capsys.readouterr().out

@@ -98,6 +98,20 @@ def tiny_model_config(**changes) -> ModelConfig:
     return cfg
 
 
+CHANNELS5 = ["xy", "conf", "bone"]                                  # 5 input channels, as `inputs()` gives
+
+
+def keypoint_inputs(batch: int = 4, frames: int = 8, seed: int = 0):
+    """Normalised keypoints `(B, T, 17, 3)` and padding `(B, T)` for the pretrainers."""
+    g = torch.Generator().manual_seed(seed)
+    keypoints = torch.randn(batch, frames, 17, 3, generator=g)
+    keypoints[..., 2] = torch.rand(batch, frames, 17, generator=g)
+    padding = torch.zeros(batch, frames, dtype=torch.bool)
+    padding[0, 6:] = True
+    keypoints[padding] = 0.0
+    return keypoints, padding
+
+
 def inputs(batch: int = 4, frames: int = 8, channels: int = 5, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(batch, frames, 17, channels, generator=g)
@@ -139,9 +153,10 @@ def test_phase1_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
     cfg = tiny_model_config()
     encoders = build_encoders(cfg, get_partition("default"), 5)
-    module = Phase1Pretrainer(encoders, layer="iip", heads=2, decoder_depth=1, mask_ratio=0.5, mask_type="random")
-    features, coords, padding = inputs()
-    loss, per_part = module(features, coords, padding, torch.Generator().manual_seed(0))
+    module = Phase1Pretrainer(encoders, CHANNELS5, layer="iip", heads=2, decoder_depth=1, mask_ratio=0.5,
+                              mask_type="random")
+    keypoints, padding = keypoint_inputs()
+    loss, per_part = module(keypoints, padding, torch.Generator().manual_seed(0))
     loss.backward()
     assert_all_grads(module)
     assert set(per_part) == set(get_partition("default"))
@@ -152,14 +167,14 @@ def test_phase2_covers_all_pairs_and_trains_t2():
     cfg = tiny_model_config()
     partition = get_partition("default")
     encoders = build_encoders(cfg, partition, 5)
-    module = Phase2Pretrainer(encoders, build_fusion(cfg, partition, encoders.out_dim), mask_ratio=0.5,
+    module = Phase2Pretrainer(encoders, build_fusion(cfg, partition, encoders.out_dim), CHANNELS5, mask_ratio=0.5,
                               mask_type="tube", freeze_t1=False)
     assert len(module.pairs) == 10
-    features, coords, padding = inputs()
+    keypoints, padding = keypoint_inputs()
     generator = torch.Generator().manual_seed(0)
     seen = set()
     for _ in range(60):
-        loss, info = module(features, coords, padding, generator)
+        loss, info = module(keypoints, padding, generator)
         loss.backward()
         seen.add(int(info["pair"]))
     assert seen == set(range(10))
@@ -170,10 +185,10 @@ def test_phase2_frozen_t1_gets_no_update():
     cfg = tiny_model_config()
     partition = get_partition("default")
     encoders = build_encoders(cfg, partition, 5)
-    module = Phase2Pretrainer(encoders, build_fusion(cfg, partition, encoders.out_dim), mask_ratio=0.5,
+    module = Phase2Pretrainer(encoders, build_fusion(cfg, partition, encoders.out_dim), CHANNELS5, mask_ratio=0.5,
                               mask_type="tube", freeze_t1=True)
-    features, coords, padding = inputs()
-    loss, _ = module(features, coords, padding, torch.Generator().manual_seed(0))
+    keypoints, padding = keypoint_inputs()
+    loss, _ = module(keypoints, padding, torch.Generator().manual_seed(0))
     loss.backward()
     assert all(p.grad is None for p in module.encoders.parameters())
     assert any(p.grad is not None for p in module.fusion.parameters())
@@ -187,7 +202,7 @@ def test_whole_body_single_modality_works_and_phase2_refuses_it():
     assert model(features, padding).shape == (4, 8)
     encoders = build_encoders(cfg, partition, 5)
     with pytest.raises(ValueError, match="two body parts"):
-        Phase2Pretrainer(encoders, build_fusion(cfg, partition, encoders.out_dim), mask_ratio=0.5,
+        Phase2Pretrainer(encoders, build_fusion(cfg, partition, encoders.out_dim), CHANNELS5, mask_ratio=0.5,
                          mask_type="tube", freeze_t1=False)
 
 

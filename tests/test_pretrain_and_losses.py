@@ -1,18 +1,13 @@
-"""Masking, reconstruction targets, triplet/CE losses, pretrained-weight hand-over."""
+"""Masking, reconstruction targets, triplet/CE losses."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bpmt.config import ModelConfig
-from bpmt.engine.trainer import load_pretrained
-from bpmt.errors import CheckpointError
 from bpmt.finetune.losses import recognition_loss, triplet_loss
-from bpmt.models.recognizer import BPMTRecognizer, build_encoders
-from bpmt.pretrain.masking import make_mask, random_mask, tube_mask
+from bpmt.pretrain.masking import make_mask, random_mask, tube_mask, visible_joints
 from bpmt.pretrain.targets import masked_l2, patch_targets
-from bpmt.skeleton import get_partition
 
 
 def test_random_mask_ratio_and_determinism():
@@ -76,23 +71,12 @@ def test_recognition_loss_parts():
     assert set(parts) == {"triplet", "ce", "accuracy"} and emb.grad is not None
 
 
-def small_cfg() -> ModelConfig:
-    return ModelConfig(dim=16, heads=2, t1_depth=1, t2_depth=1, frames_per_token=2, reduce_dims=[16], embed_dim=8)
-
-
-def test_load_pretrained_asserts_exact_missing_keys(tmp_path):
-    cfg, partition = small_cfg(), get_partition("default")
-    encoders = build_encoders(cfg, partition, 5)
-    state = {f"encoders.{k}": v for k, v in encoders.state_dict().items()}
-    state["decoder.weight"] = torch.zeros(1)                               # dropped: not kept
-    model = BPMTRecognizer(cfg, partition, 5, num_classes=3)
-    load_pretrained(model, state, ("encoders.",), ("embed.", "head.", "fusion."), tmp_path)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items() if k.startswith("encoders."))
-    with pytest.raises(CheckpointError, match="missing"):                  # fusion must come from phase 2
-        load_pretrained(model, state, ("encoders.",), ("embed.", "head."), tmp_path)
-    state["encoders.extra"] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match="unexpected"):
-        load_pretrained(model, state, ("encoders.",), ("embed.", "head.", "fusion."), tmp_path)
-    bad = {k: torch.zeros(1) for k in state if k.startswith("encoders.tokenizers.torso.proj")}
-    with pytest.raises(CheckpointError):
-        load_pretrained(model, bad, ("encoders.",), ("embed.", "head.", "fusion.", "encoders."), tmp_path)
+def test_visible_joints_hides_padding_and_the_masked_tokens_frames():
+    padding = torch.tensor([[False] * 6 + [True] * 2])                     # (1, 8)
+    mask = torch.zeros(1, 2, 4, dtype=torch.bool)                          # left arm (7, 9), 4 tokens of 2 frames
+    mask[0, 1, 2] = True                                                   # joint 9, frames 4-5
+    visible = visible_joints(padding, {"left_arm": mask}, {"left_arm": [7, 9]}, frames_per_token=2)
+    expected = torch.ones(1, 8, 17, dtype=torch.bool)
+    expected[0, 6:] = False
+    expected[0, 4:6, 9] = False
+    assert torch.equal(visible, expected)

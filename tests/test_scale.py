@@ -29,6 +29,7 @@ from bpmt.data.synth import (
     write_synthetic,
 )
 from bpmt.engine import trainer
+from bpmt.engine.stages import STAGE_TABLE, build_stage_module
 from bpmt.evaluation.metrics import evaluate_ranking, pairwise_distances, rank_in_chunks
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -156,7 +157,7 @@ def _eager_clip(batcher: PoseBatcher, index: int, rng: np.random.Generator, part
 ])
 def test_lazy_clips_equal_eager_normalisation(settings):
     corpus = _corpus()
-    batcher = PoseBatcher(corpus, DataConfig(clip_len=24, **settings), frames_per_token=4)
+    batcher = PoseBatcher(corpus, DataConfig(clip_len=24, clip_min=0, **settings), frames_per_token=4)
     assert not hasattr(batcher, "sequences")               # no normalised copy of the data is kept
     for index in range(len(corpus)):
         for seed in range(4):
@@ -180,7 +181,7 @@ def test_batcher_reads_a_memory_mapped_cache_without_copying(tmp_path):
     root = write_synthetic(tmp_path / "s", 3, 2, seed=0)
     corpus, _ = build_cache(root, tmp_path / "c")
     assert isinstance(corpus.keypoints, np.memmap)
-    batcher = PoseBatcher(corpus, DataConfig(clip_len=16), frames_per_token=4)
+    batcher = PoseBatcher(corpus, DataConfig(clip_len=16, clip_min=0), frames_per_token=4)
     batch = batcher.identity_batch(np.random.default_rng(0), 3, 2)
     assert batch.features.shape[:2] == (6, 16) and torch.isfinite(batch.features).all()
     assert batcher.corpus.keypoints is corpus.keypoints
@@ -222,7 +223,7 @@ def test_sharded_identity_batches_are_disjoint_and_make_the_global_batch(world):
 
 
 def test_sharding_with_fewer_identities_than_the_global_batch():
-    batcher = PoseBatcher(_corpus(identities=5), DataConfig(clip_len=16), frames_per_token=4)
+    batcher = PoseBatcher(_corpus(identities=5), DataConfig(clip_len=16, clip_min=0), frames_per_token=4)
     shards = [batcher.identity_batch(np.random.default_rng(1), 4, 2, Shard(rank, 2)) for rank in range(2)]
     sets = [set(b.labels.tolist()) for b in shards]
     assert sorted(len(s) for s in sets) == [2, 3] and not sets[0] & sets[1]
@@ -232,7 +233,7 @@ def test_sharding_with_fewer_identities_than_the_global_batch():
 
 
 def test_sharded_random_batches_make_the_global_batch():
-    batcher = PoseBatcher(_corpus(), DataConfig(clip_len=16), frames_per_token=4)
+    batcher = PoseBatcher(_corpus(), DataConfig(clip_len=16, clip_min=0), frames_per_token=4)
     shards = [batcher.random_batch(np.random.default_rng(7), 3, Shard(rank, 2)) for rank in range(2)]
     assert all(len(b.features) == 3 for b in shards)
     single = batcher.random_batch(np.random.default_rng(7), 6)
@@ -306,7 +307,7 @@ def test_ddp_ranks_see_disjoint_batches_and_match_one_process(tmp_path):
     # One process, same global batches: each rank's loss on its shard, gradients averaged as DDP does.
     # BatchNorm sees each shard alone (as on its rank); DDP keeps rank 0's running statistics.
     torch.manual_seed(config.seed * 1000 + trainer.STAGES.index("finetune"))
-    module = trainer.build_stage_module("finetune", config, len(corpus.identities), None)
+    module = build_stage_module("finetune", config, len(corpus.identities))
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.finetune.lr, weight_decay=config.finetune.weight_decay)
     module.train()
@@ -320,8 +321,9 @@ def test_ddp_ranks_see_disjoint_batches_and_match_one_process(tmp_path):
                     b.copy_(buffers[name])
             rng, seed = trainer.step_generators(config, "finetune", step, rank)
             torch.manual_seed(seed)
-            loss, _ = trainer._stage_step("finetune", module, batcher, config, rng,
-                                          torch.Generator().manual_seed(seed), "cpu", Shard(rank, 2))
+            spec = STAGE_TABLE["finetune"]
+            loss, _ = spec.loss(module, spec.batch(batcher, config, rng, Shard(rank, 2)),
+                                torch.Generator().manual_seed(seed))
             (loss / 2).backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         optimizer.step()
@@ -335,7 +337,7 @@ def test_ddp_ranks_see_disjoint_batches_and_match_one_process(tmp_path):
     assert worst < 1e-5, worst
     # ... and not because training did nothing: the weights moved from their initial values.
     torch.manual_seed(config.seed * 1000 + trainer.STAGES.index("finetune"))
-    initial = trainer.build_stage_module("finetune", config, len(corpus.identities), None).state_dict()
+    initial = build_stage_module("finetune", config, len(corpus.identities)).state_dict()
     assert max(float((initial[k].float() - single[k].float()).abs().max()) for k in initial) > 1e-3
 
 

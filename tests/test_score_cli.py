@@ -76,12 +76,38 @@ def test_official_needs_split(capsys, emb_file):
     assert "needs --split" in capsys.readouterr().err
 
 
-def test_official_without_probes_is_a_clear_error(capsys, tmp_path, emb_file):
-    split = tmp_path / "other.json"
-    split.write_text(json.dumps({"TRAIN_SET": [], "TEST_SET": [], "PROBE_SET": ["0999-camid1_videoid1-seq0"]}))
-    assert main(["score", str(emb_file), "--split", str(split)]) == 2
+@pytest.fixture
+def foreign_split(tmp_path):
+    """A split whose probes are none of the embedded sequences (embeddings of a subset)."""
+    path = tmp_path / "other.json"
+    probes = ["0999-camid1_videoid1-seq0", "0998-camid2_videoid1-seq0", "0997-camid1_videoid1-seq0",
+              "0996-camid1_videoid1-seq0"]
+    path.write_text(json.dumps({"TRAIN_SET": [], "TEST_SET": [], "PROBE_SET": probes}))
+    return path
+
+
+def test_official_without_probes_is_a_clear_error(capsys, emb_file, foreign_split):
+    assert main(["score", str(emb_file), "--split", str(foreign_split), "--protocol", "official"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "none of the 1 probe sequences" in err and "emb.npz" in err
+    assert err.startswith("error:") and "none of the 4 probe sequences" in err and "emb.npz" in err
+    # the example names probes that are missing, not sequences that are there
+    assert "0999-camid1_videoid1-seq0" in err and "0998-camid2_videoid1-seq0" in err
+    assert not any(name in err for name in NAMES)
+
+
+@pytest.mark.parametrize("protocol", [[], ["--protocol", "both"]])
+def test_both_protocols_fall_back_to_leave_one_out_without_probes(capsys, emb_file, foreign_split, embeddings,
+                                                                  protocol):
+    assert main(["score", str(emb_file), "--split", str(foreign_split), *protocol, "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert list(result) == ["loo"]
+    assert result["loo"] == pytest.approx(leave_one_out(embeddings.astype(np.float32), [label_of(n) for n in NAMES]))
+    assert captured.err.startswith("warning:") and "official protocol" in captured.err
+    assert "not scored" in captured.err and "0999-camid1_videoid1-seq0" in captured.err
+    assert main(["score", str(emb_file), "--split", str(foreign_split), *protocol]) == 0
+    captured = capsys.readouterr()
+    assert "loo" in captured.out and "official" not in captured.out and "not scored" in captured.err
 
 
 @pytest.mark.parametrize("arrays, message", [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import subprocess
@@ -17,6 +19,7 @@ from bpmt.config import load_config
 from bpmt.data.source import open_data
 from bpmt.data.synth import write_synthetic
 from bpmt.engine import trainer
+from bpmt.engine.stages import STAGE_TABLE
 from bpmt.engine.export import load_recognizer
 from bpmt.errors import BPMTError, CheckpointError
 
@@ -74,6 +77,17 @@ def test_evaluate_embed_score(trained_run, synth_root, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["loo"] == result["loo"]
 
 
+def test_evaluate_with_a_split_whose_probes_are_absent_still_scores_leave_one_out(trained_run, synth_root, tmp_path,
+                                                                                 capsys):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"TRAIN_SET": [], "TEST_SET": [], "PROBE_SET": ["0999-camid1_videoid1-seq0"]}))
+    assert main(["evaluate", str(trained_run), "--data", str(synth_root), "--split", str(split), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert set(json.loads(captured.out)) == {"loo"}
+    assert "official protocol" in captured.err and "not scored" in captured.err
+    assert "none of the 1 probe sequences" in captured.err and "0999-camid1_videoid1-seq0" in captured.err
+
+
 def test_evaluate_accepts_only_test_time_overrides(trained_run, synth_root, capsys):
     assert main(["evaluate", str(trained_run), "--data", str(synth_root), "--json", "--set", "data.test_max_len=16",
                  "--set", "eval.flip=false"]) == 0
@@ -115,21 +129,20 @@ def test_interrupted_run_resumes_to_identical_weights(synth_root, trained_run, t
     corpus, _ = open_data(synth_root)
     config = load_config(CONFIGS / "tiny.yaml", FAST)
     out = tmp_path / "interrupted"
-    real_step = trainer._stage_step
+    real = STAGE_TABLE["finetune"]
     calls = {"n": 0}
 
-    def dying_step(stage, *args, **kwargs):
-        if stage == "finetune":
-            calls["n"] += 1
-            if calls["n"] == 5:                   # after the step-3 checkpoint
-                raise KeyboardInterrupt
-        return real_step(stage, *args, **kwargs)
+    def dying_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:                       # after the step-3 checkpoint
+            raise KeyboardInterrupt
+        return real.loss(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_stage_step", dying_step)
+    monkeypatch.setitem(STAGE_TABLE, "finetune", dataclasses.replace(real, loss=dying_loss))
     with pytest.raises(KeyboardInterrupt):
         trainer.train(config, corpus, out, show_progress=False, report=lambda m: None)
     assert (out / "finetune" / "last.ckpt").is_file()
-    monkeypatch.setattr(trainer, "_stage_step", real_step)
+    monkeypatch.setitem(STAGE_TABLE, "finetune", real)
     with pytest.raises(BPMTError, match="already exists"):
         trainer.train(config, corpus, out, show_progress=False, report=lambda m: None)
     messages = []
@@ -173,6 +186,49 @@ def test_demo_command_runs(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "Rank-1" in out and "loo" in out
+
+
+def test_demo_removes_its_temporary_folder_unless_keep(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))            # where mkdtemp makes the demo's folder
+    tiny = ["--subjects", "6", "--sequences-per-subject", "3", "--test-subjects", "3", *FASTER]
+    assert main(["demo", *tiny]) == 0
+    captured = capsys.readouterr()
+    assert "Rank-1" in captured.out and "run folder" not in captured.out
+    # demo.yaml has the default ensemble: both rows, labelled
+    assert "the network alone:" in captured.out and "ensemble: network + LDA" in captured.out
+    assert list(tmp_path.iterdir()) == [] and "removed the temporary folder" in captured.err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)                 # a demo stopped half-way cleans up too
+    assert main(["demo", *tiny]) == 130
+    assert list(tmp_path.iterdir()) == []
+    assert main(["demo", "--keep", *tiny]) == 130                      # ... unless asked to keep it
+    (kept,) = tmp_path.iterdir()
+    assert kept.name.startswith("bpmt-demo-") and (kept / "data").is_dir()
+
+
+def test_demo_keep_prints_where_the_run_is(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    from bpmt import demo
+    from bpmt.demo import DemoResult
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def tiny_run(root, *args):                                        # the demo's work, without the training
+        (root / "run").mkdir()
+        return DemoResult(root, root / "run", root / "data", ["0000"], ["0001"],
+                          {"loo": {"rank1": 1.0, "rank5": 1.0, "rank10": 1.0, "mAP": 1.0, "mINP": 1.0, "queries": 2}},
+                          None, removed=False)
+
+    monkeypatch.setattr(demo, "_run_demo", tiny_run)
+    assert main(["demo", "--keep"]) == 0
+    (kept,) = tmp_path.iterdir()
+    assert f"run folder: {kept / 'run'}" in capsys.readouterr().out and (kept / "run").is_dir()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="DDP smoke test uses Linux process launching")

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import BPMTError
+from .errors import BPMTError, ProtocolError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,9 +51,8 @@ def load_data(args: argparse.Namespace, quiet: bool = False):
     bar = None
     from .data.cache import is_cache
     if not quiet and args.pose_format != "pkl" and not is_cache(args.data) and os.path.isdir(args.data):
-        from tqdm import tqdm
-        bar = tqdm(total=len(list_sequence_dirs(args.data, ids)), unit="seq", desc="reading", file=sys.stderr,
-                   leave=False)
+        from .engine.progress import progress
+        bar = progress(len(list_sequence_dirs(args.data, ids)), unit="seq", desc="reading", leave=False)
     try:
         corpus, report = open_data(args.data, ids, workers=args.workers, on_error=args.on_error,
                                    pose_format=args.pose_format, allow_pickle=args.allow_pickle,
@@ -93,18 +92,17 @@ def select_sequences(corpus, keep: str | None, drop: str | None):
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .data.cache import build_cache
     from .data.io import list_sequence_dirs
     from .data.source import resolve_ids
+    from .engine.progress import progress
 
     if args.dataset != "gait3d":
         raise BPMTError(f"unknown dataset kind {args.dataset!r} (supported: gait3d)")
     ids = resolve_ids(args.ids, args.split, args.subset)
     start = time.perf_counter()
     total = len(list_sequence_dirs(args.src, ids))
-    with tqdm(total=total, unit="seq", desc="prepare", file=sys.stderr) as bar:
+    with progress(total, unit="seq", desc="prepare") as bar:
         corpus, report = build_cache(args.src, args.out, ids=ids, workers=args.workers,
                                      on_error=args.on_error, progress=bar.update)
     elapsed = time.perf_counter() - start
@@ -112,6 +110,30 @@ def cmd_prepare(args: argparse.Namespace) -> int:
           f"({report.files / max(elapsed, 1e-9):,.0f} files/s)")
     for example in report.examples:
         print(f"  skipped {example}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .serving.importers import ImportReport, check_import_arguments, default_subject, import_poses
+    from .serving.video.write import output_folder, refuse_existing, write_sequences
+
+    subject = args.id if args.id is not None else default_subject(args.src)
+    camera, video = check_import_arguments(subject, args.camera, args.min_frames, args.min_score, args.max_gap)
+    if not args.overwrite:  # fail before reading a large file, not after
+        refuse_existing(output_folder(args.out, subject, camera, video),
+                        "choose another --out, --id or --camera, or --overwrite to replace them")
+    report = ImportReport()
+    sequences = import_poses(args.format, args.src, subject=subject, camera_video=args.camera,
+                             min_frames=args.min_frames, min_score=args.min_score, max_gap=args.max_gap, report=report)
+    if not sequences:
+        raise BPMTError(f"{args.src}: no person tracked on at least {args.min_frames} frames ({report.summary()}); "
+                        "try a smaller --min-frames")
+    root = write_sequences(sequences, args.out, overwrite=args.overwrite)
+    print(f"{args.src} ({args.format}): {report.summary()}")
+    for s in sequences:
+        print(f"  {s.name}: {len(s)} frames ({s.frames[0]}-{s.frames[-1]}, "
+              f"mean crop {s.crop_sizes[:, 0].mean():.0f} x {s.crop_sizes[:, 1].mean():.0f} px)")
+    print(f"wrote {len(sequences)} sequence{'s' * (len(sequences) != 1)} to {root}")
     return 0
 
 
@@ -149,9 +171,8 @@ def positive_int(text: str) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .data.synth import gait3d_plan, uniform_plan, write_plan
+    from .engine.progress import progress
 
     if args.seed < 0:
         raise BPMTError(f"--seed must be >= 0, got {args.seed}")
@@ -172,7 +193,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         shape = (f"preset {args.preset} x {scale:g}: {plan.subjects} subjects, {plan.total} sequences, "
                  f"~{int(plan.lengths.sum()):,} frames before drops")
     start = time.perf_counter()
-    with tqdm(total=plan.total, unit="seq", desc="synth", file=sys.stderr) as bar:
+    with progress(plan.total, unit="seq", desc="synth") as bar:
         root = write_plan(args.out, plan, seed=args.seed, workers=args.workers, progress=bar.update)
     print(f"wrote {root}: {shape} (seed {args.seed}) in {time.perf_counter() - start:.1f}s")
     if plan.train_subjects is not None:
@@ -204,6 +225,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 # --- scoring
 
 
+def _warn_official_skipped(source: str, split: str, exc: BPMTError) -> None:
+    """`--protocol both` (and `evaluate --split`) go on with leave-one-out when the split's probes
+    cannot be scored among the sequences given; say so and why instead of failing."""
+    print(f"warning: {source}: official protocol with {split} not scored: {exc}; "
+          "printing leave-one-out only", file=sys.stderr)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from .data.source import load_split
     from .evaluation.protocols import label_of, leave_one_out, load_embeddings, official_protocol
@@ -218,8 +246,10 @@ def cmd_score(args: argparse.Namespace) -> int:
         probes = load_split(args.split)["PROBE_SET"]
         try:
             results["official"] = official_protocol(embeddings, names, probes, metric=args.metric)
-        except BPMTError as exc:
-            raise BPMTError(f"{args.embeddings}: official protocol with {args.split}: {exc}") from None
+        except ProtocolError as exc:
+            if protocol == "official":
+                raise ProtocolError(f"{args.embeddings}: official protocol with {args.split}: {exc}") from None
+            _warn_official_skipped(args.embeddings, args.split, exc)
     if protocol in ("loo", "both"):
         results["loo"] = leave_one_out(embeddings, [label_of(n) for n in names], metric=args.metric)
     if args.json:
@@ -268,17 +298,23 @@ def _test_time_config(config, overrides: list[str]):
     for item in overrides:
         if not item.split("=", 1)[0].strip().startswith(TEST_TIME_KEYS):
             raise BPMTError(f"override {item!r}: only test-time settings can change after training "
-                            "(data.test_max_len, eval.flip, eval.metric, eval.batch_size, eval.fuse)")
+                            "(data.test_max_len, eval.flip, eval.metric, eval.batch_size, eval.ensemble)")
     return config_from_dict(apply_overrides(config_to_dict(config), overrides))
 
 
 def _embed_with_progress(model, config, corpus):
-    from tqdm import tqdm
-
+    from .engine.progress import progress
+    from .engine.threads import configure_threads
     from .evaluation.evaluate import embed_corpus, num_test_items
+    from .models.ensemble import Ensemble
 
-    with tqdm(total=num_test_items(config, corpus), desc="embedding", unit="chunk", file=sys.stderr,
-              leave=False) as bar:
+    configure_threads(config.engine.threads)
+    if isinstance(model, Ensemble):
+        print("embedding with the ensemble: network + LDA of hand-crafted features "
+              + ("(eval.ensemble=false: the network alone)" if not config.eval.ensemble else "(1:1 late fusion)"),
+              file=sys.stderr)
+
+    with progress(num_test_items(config, corpus), desc="embedding", unit="chunk", leave=False) as bar:
         return embed_corpus(model, config, corpus, progress=bar.update)
 
 
@@ -296,8 +332,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     embeddings = _embed_with_progress(model, config, corpus)
     protocols = ("official", "loo") if split_file else ("loo",)
     probes = load_split(split_file)["PROBE_SET"] if split_file else None
-    results = score_embeddings(embeddings, corpus.names, corpus.subjects, args.metric or config.eval.metric,
-                               probes, protocols)
+    results = {}
+    for protocol in protocols:
+        try:
+            results.update(score_embeddings(embeddings, corpus.names, corpus.subjects,
+                                            args.metric or config.eval.metric, probes, (protocol,)))
+        except ProtocolError as exc:
+            _warn_official_skipped(args.data, split_file, exc)
     if args.plot:
         from .engine.plots import plot_cmc
         for protocol, metrics in results.items():
@@ -335,12 +376,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = run_demo(args.out, subjects=args.subjects, sequences_per_subject=args.sequences_per_subject,
                       test_subjects=args.test_subjects, seed=args.seed, overrides=args.overrides,
-                      report=lambda m: print(m, file=sys.stderr))
+                      report=lambda m: print(m, file=sys.stderr), keep=args.keep)
     print(f"BPMT demo: trained on {len(result.train_ids)} synthetic identities, "
           f"leave-one-out retrieval on {len(result.test_ids)} held-out identities "
           f"({time.perf_counter() - start:.0f}s)")
+    print("the network alone:")
     print(format_results(result.metrics))
-    print(f"run folder: {result.run}")
+    if result.ensemble_metrics is not None:
+        print("ensemble: network + LDA of hand-crafted features (ensemble.lda, 1:1 late fusion):")
+        print(format_results(result.ensemble_metrics))
+    if result.removed:
+        print(f"removed the temporary folder {result.root} (--keep keeps the run and the data)", file=sys.stderr)
+    else:
+        print(f"run folder: {result.run}")
+        print(f"synthetic data: {result.data}")
     return 0
 
 # ---------------------------------------------------------------------------------------------
@@ -363,6 +412,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("import", help="convert pose-estimator output (AlphaPose, OpenPose, MMPose) to Gait3D's layout",
+                       description="Track the people in pose-estimator output and write one pose sequence per "
+                                   "track in Gait3D's native layout: OUT/2D_Poses/<ID>/camid<C>_videoid<V>/seq<K>/.")
+    p.add_argument("format", metavar="FORMAT", choices=["alphapose", "openpose", "mmpose"],
+                   help="alphapose (results JSON), openpose (folder of *_keypoints.json), mmpose (predictions JSON)")
+    p.add_argument("src", metavar="SRC", help="the file (alphapose, mmpose) or folder (openpose) to convert")
+    p.add_argument("--out", required=True, help="output folder (the sequences go to OUT/2D_Poses/)")
+    p.add_argument("--id", help="identity folder name (letters, digits, '_'; default: SRC's name, other characters as '_')")
+    p.add_argument("--camera", default="camid0_videoid0", help="camera folder name (default: %(default)s)")
+    p.add_argument("--min-frames", type=int, default=20,
+                   help="keep tracks with at least this many frames (default: %(default)s)")
+    p.add_argument("--min-score", type=float,
+                   help="drop detections scored below this (AlphaPose score, MMPose bbox_score, else the mean "
+                        "joint confidence; default: keep all)")
+    p.add_argument("--max-gap", type=int, help="a track ends after this many frames without its person (default: 10)")
+    p.add_argument("--overwrite", action="store_true", help="replace the sequences already in OUT/2D_Poses/<ID>/<camera>/")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("stats", help="read and validate every frame; print dataset statistics")
     add_data_args(p)
@@ -436,7 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("demo", help="the main job: synthesise walkers, train all phases, evaluate")
-    p.add_argument("--out", help="folder for the synthetic data and the run (default: a temp folder)")
+    p.add_argument("--out", help="folder for the synthetic data and the run, kept (default: a temporary folder, "
+                                 "removed at the end)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the temporary folder (~180 MB: synthetic data and run) and print where it is")
     p.add_argument("--subjects", type=int, default=60)
     p.add_argument("--sequences-per-subject", type=int, default=8)
     p.add_argument("--test-subjects", type=int, default=20)

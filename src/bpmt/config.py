@@ -25,7 +25,7 @@ class DataConfig:
     scale: Literal["sequence", "frame"] = "sequence"
     center: Literal["frame", "clip"] = "frame"      # origin: each frame's neck, or the clip's mean neck
     clip_len: int = 60                            # training clip length in frames (the longest)
-    clip_min: int = 0                             # > 0: each batch's clip length is drawn from [clip_min, clip_len]
+    clip_min: int = 32                            # > 0: each batch's clip length is drawn from [clip_min, clip_len]
     test_max_len: int = 60                        # test sequences are embedded in chunks of at most this many frames
     flip_p: float = 0.5                           # left/right mirror probability
     rotation_deg: float = 10.0                    # in-plane rotation range (+/-)
@@ -43,19 +43,19 @@ class ModelConfig:
     layer: Literal["iip", "vanilla"] = "iip"      # IIP-Transformer layers or the vanilla baseline
     dim: int = 64                                 # token width of T1 and T2
     heads: int = 4
-    t1_depth: int = 2
+    t1_depth: int = 1
     t2_depth: int = 1
     ffn_ratio: float = 2.0
     dropout: float = 0.0
-    frames_per_token: int = 2                     # temporal patch size of the tokenizer
+    frames_per_token: int = 4                     # temporal patch size of the tokenizer
     t1_shared: bool = False                       # one T1 for all parts (OmniVec2) or one per part
     reduce_dims: list[int] = field(default_factory=lambda: [64])   # FC layers after T1 (dims)
     embed_dim: int = 128
-    fuse_lda: bool = False                        # also embed with an LDA of hand-crafted features (late fusion)
 
 
 @dataclass
-class PretrainConfig:
+class Phase1Config:
+    """Phase 1: each body part alone, masked reconstruction through T1 and a light decoder."""
     steps: int = 300
     batch_size: int = 32
     lr: float = 1e-3
@@ -63,16 +63,28 @@ class PretrainConfig:
     warmup_steps: int = 20
     mask_ratio: float = 0.6
     mask_type: Literal["random", "tube"] = "tube"
-    decoder_depth: int = 1
-    freeze_t1: bool = False                       # phase 2 only: keep T1 fixed
+    decoder_depth: int = 1                        # layers of the reconstruction decoder (discarded)
+
+
+@dataclass
+class Phase2Config:
+    """Phase 2: pairs of body parts, masked reconstruction through T1, cross-attention and T2."""
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    mask_ratio: float = 0.6
+    mask_type: Literal["random", "tube"] = "tube"
+    freeze_t1: bool = False                       # keep T1 fixed (train cross-attention and T2 only)
 
 
 @dataclass
 class FinetuneConfig:
-    steps: int = 1000
+    steps: int = 800
     lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup_steps: int = 50
+    warmup_steps: int = 100
     identities_per_batch: int = 16                # P of the P x K sampler
     samples_per_identity: int = 4                 # K
     triplet_margin: float = 0.2
@@ -90,7 +102,7 @@ class EngineConfig:
     precision: str = "32-true"
     log_every: int = 10
     checkpoint_every: int = 100
-    threads: int = 0                              # torch CPU threads; 0 = PyTorch's default
+    threads: int = 0                              # torch CPU threads; 0 = half the cores, at least 1 (engine/threads.py)
 
 
 @dataclass
@@ -98,7 +110,13 @@ class EvalConfig:
     flip: bool = True                             # test-time augmentation: average with the mirror
     metric: Literal["euc", "cos"] = "euc"
     batch_size: int = 64
-    fuse: bool = True                             # use the model's LDA branch when it has one (model.fuse_lda)
+    ensemble: bool = True                         # embed with the whole ensemble when the model is one (ensemble.lda)
+
+
+@dataclass
+class EnsembleConfig:
+    """Late fusion of the network with members that are not trained by gradient (a labelled ensemble)."""
+    lda: bool = True                              # add Fisher's LDA of hand-crafted features, fitted at export
 
 
 @dataclass
@@ -107,11 +125,12 @@ class Config:
     stages: list[str] = field(default_factory=lambda: ["phase1", "phase2", "finetune"])
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    phase1: PretrainConfig = field(default_factory=PretrainConfig)
-    phase2: PretrainConfig = field(default_factory=PretrainConfig)
+    phase1: Phase1Config = field(default_factory=Phase1Config)
+    phase2: Phase2Config = field(default_factory=Phase2Config)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
     def validate(self) -> "Config":
         from .skeleton import get_partition

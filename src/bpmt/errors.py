@@ -16,3 +16,7 @@ class ConfigError(BPMTError):
 
 class CheckpointError(BPMTError):
     """A checkpoint or exported model cannot be used."""
+
+
+class ProtocolError(BPMTError):
+    """An evaluation protocol cannot be applied to the sequences given (e.g. no probe among them)."""

@@ -24,6 +24,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from ..skeleton import get_partition
 from . import transforms as tf
+from .channels import derive_channels
 from .corpus import PoseCorpus
 
 
@@ -50,31 +51,30 @@ SINGLE_PROCESS = Shard()
 
 @dataclass
 class Batch:
-    features: torch.Tensor        # (B, T, 17, C) input channels
-    coords: torch.Tensor          # (B, T, 17, 2) normalised x, y (pretraining targets)
+    features: torch.Tensor        # (B, T, 17, C) input channels (every real frame visible)
+    keypoints: torch.Tensor       # (B, T, 17, 3) normalised x, y, conf (masked pretraining derives its own channels)
     padding_mask: torch.Tensor    # (B, T) True = padded frame
     labels: torch.Tensor          # (B,) identity index (-1 when unknown)
 
     def to(self, device) -> "Batch":
-        return Batch(self.features.to(device), self.coords.to(device), self.padding_mask.to(device),
+        return Batch(self.features.to(device), self.keypoints.to(device), self.padding_mask.to(device),
                      self.labels.to(device))
 
 
 def collate(clips: list[np.ndarray], channels: list[str], multiple: int, labels: list[int] | None = None) -> Batch:
-    """Normalised clips `[(T_i, 17, 3)]` -> a padded `Batch` (T padded to a multiple of `multiple`)."""
+    """Normalised clips `[(T_i, 17, 3)]` -> a padded `Batch` (T padded to a multiple of `multiple`);
+    the channels of each clip are derived from its own frames only (padding is invisible)."""
     longest = max(len(c) for c in clips)
     T = -(-longest // multiple) * multiple
-    C = tf.num_channels(channels)
-    features = np.zeros((len(clips), T, 17, C), dtype=np.float32)
-    coords = np.zeros((len(clips), T, 17, 2), dtype=np.float32)
+    keypoints = np.zeros((len(clips), T, 17, 3), dtype=np.float32)
     padding = np.ones((len(clips), T), dtype=bool)
     for i, clip in enumerate(clips):
-        features[i, :len(clip)] = tf.feature_channels(clip, channels)
-        coords[i, :len(clip)] = clip[..., :2]
+        keypoints[i, :len(clip)] = clip
         padding[i, :len(clip)] = False
+    keypoints_t, padding_t = torch.from_numpy(keypoints), torch.from_numpy(padding)
+    features = derive_channels(keypoints_t, channels, (~padding_t)[:, :, None].expand(-1, -1, 17))
     label_array = np.asarray(labels if labels is not None else [-1] * len(clips), dtype=np.int64)
-    return Batch(torch.from_numpy(features), torch.from_numpy(coords), torch.from_numpy(padding),
-                 torch.from_numpy(label_array))
+    return Batch(features, keypoints_t, padding_t, torch.from_numpy(label_array))
 
 
 class PoseBatcher:

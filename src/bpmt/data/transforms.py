@@ -15,8 +15,10 @@ import math
 from typing import Sequence
 
 import numpy as np
+import torch
 
-from ..skeleton import FLIP_PERMUTATION, LEFT_HIP, LEFT_SHOULDER, PARENTS, RIGHT_HIP, RIGHT_SHOULDER, Partition
+from ..skeleton import FLIP_PERMUTATION, LEFT_HIP, LEFT_SHOULDER, RIGHT_HIP, RIGHT_SHOULDER, Partition
+from .channels import CHANNELS, derive_channels, num_channels  # noqa: F401 - re-exported
 
 # A torso shorter than this (in input units) is treated as missing: its frame borrows the scale.
 _MIN_TORSO = 1e-6
@@ -118,54 +120,11 @@ def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequenc
 # ---------------------------------------------------------------------------------------------
 # Input channels
 
-CHANNELS: dict[str, int] = {"xy": 2, "conf": 1, "bone": 2, "vel1": 2, "vel2": 2, "hip": 2}
-
-
-def _check_channels(channels: Sequence[str]) -> tuple[str, ...]:
-    names = (channels,) if isinstance(channels, str) else tuple(channels)
-    if not names:
-        raise ValueError(f"no input channels given; choose from {', '.join(CHANNELS)}")
-    for name in names:
-        if name not in CHANNELS:
-            raise ValueError(f"unknown input channel {name!r}; known: {', '.join(CHANNELS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"input channel listed twice in {list(names)}")
-    return names
-
-
-def num_channels(channels: Sequence[str]) -> int:
-    """Width C of `feature_channels(..., channels)`."""
-    return sum(CHANNELS[name] for name in _check_channels(channels))
-
-
-def _delay(xy: np.ndarray, lag: int) -> np.ndarray:
-    """x_t - x_{t-lag}, zero for the first `lag` frames. `(T, 17, 2)` -> `(T, 17, 2)`."""
-    out = np.zeros_like(xy)
-    if len(xy) > lag:
-        out[lag:] = xy[lag:] - xy[:-lag]
-    return out
-
-
 def feature_channels(normalized: np.ndarray, channels: Sequence[str]) -> np.ndarray:
-    """Concatenate the named channels of normalised keypoints, in the given order.
-
-    normalized: `(T, 17, 3)` from `normalize` (after augmentation). Returns `(T, 17, C)` float32,
-    C = `num_channels(channels)`:
-    xy (2) coordinates · conf (1) confidence · bone (2) joint - parent (`skeleton.PARENTS`) ·
-    vel1 (2) x_t - x_{t-1}, 0 in the first frame · vel2 (2) x_t - x_{t-2}, 0 in the first two ·
-    hip (2) joint - mid-hip.
-    """
-    names = _check_channels(channels)
-    xy = normalized[..., :2].astype(np.float32)                      # (T, 17, 2)
-    make = {
-        "xy": lambda: xy,
-        "conf": lambda: normalized[..., 2:3].astype(np.float32),
-        "bone": lambda: xy - xy[:, list(PARENTS)],
-        "vel1": lambda: _delay(xy, 1),
-        "vel2": lambda: _delay(xy, 2),
-        "hip": lambda: xy - _neck_and_hip(xy)[1][:, None, :],
-    }
-    return np.concatenate([make[name]() for name in names], axis=-1).astype(np.float32, copy=False)
+    """The named input channels of one whole normalised sequence `(T, 17, 3)` -> `(T, 17, C)` float32
+    (`channels.derive_channels` with every frame visible; C = `num_channels(channels)`)."""
+    keypoints = torch.from_numpy(np.ascontiguousarray(normalized, dtype=np.float32))[None]
+    return derive_channels(keypoints, channels)[0].numpy()
 
 
 # ---------------------------------------------------------------------------------------------

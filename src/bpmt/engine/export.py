@@ -61,7 +61,8 @@ def resolve_model_path(model: str | os.PathLike) -> Path:
 
 
 def load_recognizer(model: str | os.PathLike, device: str | torch.device = "cpu"):
-    """-> (model in eval mode, Config, meta dict, fingerprint).
+    """-> (model in eval mode, Config, meta dict, fingerprint). The model is the network, or an
+    `models.ensemble.Ensemble` of it when the config says `ensemble.lda`.
 
     Nothing is unpickled. In order: the sidecar must be a BPMT model description; the weights must
     hash to its fingerprint (an integrity check against truncation and mix-ups, not a signature:
@@ -129,11 +130,13 @@ def _described(info: dict, sidecar: Path) -> tuple[Config, dict]:
 
 
 def _build(config: Config, meta: dict, sidecar: Path) -> nn.Module:
-    from ..data.transforms import num_channels
+    from ..data.channels import num_channels
+    from ..models.ensemble import build_model
     from ..models.recognizer import build_recognizer
 
     try:
-        return build_recognizer(config.model, get_partition(config.data.partition),
-                              num_channels(config.data.channels), meta["num_classes"])
+        network = build_recognizer(config.model, get_partition(config.data.partition),
+                                   num_channels(config.data.channels), meta["num_classes"])
+        return build_model(network, config.ensemble.lda, meta["num_classes"])
     except (BPMTError, KeyError, TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
         raise CheckpointError(f"{sidecar}: invalid model description ({type(exc).__name__}: {exc})") from None

@@ -2,8 +2,8 @@
 
 `train()` runs the configured stages in pipeline order - phase 1 (per-part masked pretraining),
 phase 2 (part-pair masked pretraining), finetuning - each resumable from its `last.ckpt`. Each
-stage hands its T1/T2 weights to the next through `weights.safetensors`, loaded non-strictly
-but with the missing keys asserted to be exactly the new modules'.
+stage hands its T1/T2 weights to the next through `weights.safetensors` (`stages.STAGE_TABLE`
+says which; loaded strictly per component).
 
 Every step's global batch comes from a generator seeded with (seed, stage, step) - the same on every
 DDP rank, and each rank builds its own `Shard` of it (its own identities, K samples each; world_size
@@ -24,19 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, FinetuneConfig, PretrainConfig, save_config
-from ..data.batches import SINGLE_PROCESS, PoseBatcher, Shard
+from ..config import Config, save_config
+from ..data.batches import PoseBatcher, Shard
 from ..data.corpus import PoseCorpus
-from ..data.transforms import num_channels
 from ..errors import BPMTError, CheckpointError, ConfigError
-from ..evaluation.handcrafted import corpus_features
-from ..finetune.step import Finetuner
-from ..models.recognizer import build_encoders, build_fusion, build_recognizer
-from ..pretrain.phase1 import Phase1Pretrainer
-from ..pretrain.phase2 import Phase2Pretrainer
+from ..models.ensemble import Ensemble, build_model
+from ..models.handcrafted import corpus_features
 from ..skeleton import get_partition
 from .export import export_recognizer
+from .progress import progress
 from .run import STAGES, CsvLog, RunFolder, write_json_atomic
+from .stages import STAGE_TABLE, build_stage_module, read_weights
+from .threads import configure_threads
 
 Reporter = Callable[[str], None]
 
@@ -47,26 +46,6 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
-
-
-def load_pretrained(module: nn.Module, state: dict[str, torch.Tensor], keep: tuple[str, ...],
-                    new: tuple[str, ...], source: Path) -> None:
-    """Load the `keep`-prefixed weights of an earlier stage into `module`, asserting that every
-    loaded key is used and that the missing keys are exactly those under the `new` prefixes."""
-    state = {k: v for k, v in state.items() if k.startswith(keep)}
-    try:
-        missing, unexpected = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{source}: weights do not fit this model ({exc})") from None
-    bad_missing = [k for k in missing if not k.startswith(new)]
-    if unexpected or bad_missing:
-        raise CheckpointError(f"{source}: unexpected keys {unexpected[:5]}, missing keys {bad_missing[:5]}")
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path), device="cpu")
 
 
 def _save_weights(module: nn.Module, path: Path) -> None:
@@ -85,58 +64,6 @@ class StageResult:
     final_loss: float
 
 
-def _previous_weights(run: RunFolder, stage: str, cfg: Config) -> Path | None:
-    """Weights of the latest earlier stage in this run's pipeline (None = train from scratch)."""
-    earlier = [s for s in cfg.stages if STAGES.index(s) < STAGES.index(stage)]
-    if not earlier:
-        return None
-    last = earlier[-1]
-    if not run.is_complete(last):
-        raise BPMTError(f"{run.root}: stage {stage} needs {last} to be complete first "
-                        f"(run `bpmt train ... --stage {last}` or `--stage all`)")
-    return run.weights(last)
-
-
-def build_stage_module(stage: str, cfg: Config, num_classes: int, previous: Path | None) -> nn.Module:
-    """The trainable module of a stage, initialised from the previous stage's weights."""
-    partition = get_partition(cfg.data.partition)
-    channels = num_channels(cfg.data.channels)
-    m = cfg.model
-    if stage == "phase1":
-        encoders = build_encoders(m, partition, channels)
-        return Phase1Pretrainer(encoders, layer=m.layer, heads=m.heads, decoder_depth=cfg.phase1.decoder_depth,
-                                mask_ratio=cfg.phase1.mask_ratio, mask_type=cfg.phase1.mask_type)
-    if stage == "phase2":
-        encoders = build_encoders(m, partition, channels)
-        if previous is not None:
-            holder = nn.Module()
-            holder.encoders = encoders
-            load_pretrained(holder, _read_weights(previous), ("encoders.",), (), previous)
-        module = Phase2Pretrainer(encoders, build_fusion(m, partition, encoders.out_dim),
-                                  mask_ratio=cfg.phase2.mask_ratio, mask_type=cfg.phase2.mask_type,
-                                  freeze_t1=cfg.phase2.freeze_t1)
-        return module
-    recognizer = build_recognizer(m, partition, channels, num_classes)
-    if previous is not None:
-        after_phase2 = previous.parent.name == "phase2"
-        keep = ("encoders.", "fusion.") if after_phase2 else ("encoders.",)
-        new = ("embed.", "head.", "handcrafted.") + (() if after_phase2 else ("fusion.",))
-        load_pretrained(recognizer, _read_weights(previous), keep, new, previous)
-    return Finetuner(recognizer, cfg.finetune)
-
-
-def _stage_step(stage: str, module: nn.Module, batcher: PoseBatcher, cfg: Config, rng: np.random.Generator,
-                generator: torch.Generator, device, shard: Shard = SINGLE_PROCESS) -> tuple[torch.Tensor, dict[str, float]]:
-    """This rank's loss on its shard of the global batch drawn from `rng`."""
-    if stage == "finetune":
-        f = cfg.finetune
-        batch = batcher.identity_batch(rng, f.identities_per_batch, f.samples_per_identity, shard).to(device)
-        return module(batch.features, batch.padding_mask, batch.labels)
-    sc: PretrainConfig = getattr(cfg, stage)
-    batch = batcher.random_batch(rng, sc.batch_size, shard).to(device)
-    return module(batch.features, batch.coords, batch.padding_mask, generator)
-
-
 def step_generators(cfg: Config, stage: str, step: int, rank: int) -> tuple[np.random.Generator, int]:
     """(the global batch's generator, the same on every rank; this rank's seed for masks and dropout)."""
     stage_index = STAGES.index(stage)
@@ -149,8 +76,7 @@ def make_fabric(cfg: Config):
     from lightning.fabric import Fabric
 
     e = cfg.engine
-    if e.threads > 0:
-        torch.set_num_threads(e.threads)
+    configure_threads(e.threads)
     strategy = e.strategy
     if strategy == "ddp":
         # Phase 2 trains one part pair per step and finetuning never uses the mask tokens, so some
@@ -167,11 +93,12 @@ def make_fabric(cfg: Config):
 
 def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFolder,
               report: Reporter, show_progress: bool) -> StageResult:
-    sc: PretrainConfig | FinetuneConfig = getattr(cfg, stage)
+    spec = STAGE_TABLE[stage]
+    sc = spec.settings(cfg)
     stage_dir = run.stage_dir(stage)
     stage_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed * 1000 + STAGES.index(stage))       # same seed -> same initial weights
-    module = build_stage_module(stage, cfg, batcher.num_classes, _previous_weights(run, stage, cfg))
+    module = build_stage_module(stage, cfg, batcher.num_classes, run)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=sc.lr, weight_decay=sc.weight_decay)
     module, optimizer = fabric.setup(module, optimizer)
@@ -189,8 +116,7 @@ def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFol
     shard = Shard(fabric.global_rank, fabric.world_size)
     bar = None
     if show_progress and fabric.is_global_zero:
-        from tqdm import tqdm
-        bar = tqdm(total=sc.steps, initial=state["step"], desc=stage, unit="step", dynamic_ncols=True)
+        bar = progress(sc.steps, initial=state["step"], desc=stage, unit="step")
     start, loss_value, seconds_before = time.perf_counter(), float("nan"), float(state["seconds"])
     module.train()
     for step in range(state["step"], sc.steps):
@@ -200,7 +126,8 @@ def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFol
         lr = lr_at(step, sc.steps, sc.warmup_steps, sc.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, parts = _stage_step(stage, module, batcher, cfg, rng, generator, fabric.device, shard)
+        batch = spec.batch(batcher, cfg, rng, shard).to(fabric.device)     # this rank's shard of the global batch
+        loss, parts = spec.loss(module, batch, generator)
         # The global batch's loss (mean over ranks), so that every rank stops together on a bad step.
         global_loss = loss.detach().float()
         if shard.world_size > 1:
@@ -217,7 +144,7 @@ def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFol
             log.append({"step": step, "loss": loss_value, "lr": lr, **parts})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
+            bar.set_postfix(loss=loss_value)
         done = step + 1
         if done % cfg.engine.checkpoint_every == 0 and done < sc.steps:
             state["step"] = done
@@ -289,13 +216,14 @@ def train(cfg: Config, corpus: PoseCorpus, out: str | os.PathLike, *, stage: str
         result = run_stage(fabric, name, cfg, batcher, run, report, show_progress)
         report(f"{name}: {result.steps} steps in {result.seconds:.0f}s, final loss {result.final_loss:.4f}")
     if run.is_complete("finetune") and fabric.is_global_zero:
-        recognizer = build_stage_module("finetune", cfg, len(identities), None).recognizer
-        recognizer.load_state_dict({k.removeprefix("recognizer."): v
-                                    for k, v in _read_weights(run.weights("finetune")).items()})
-        if cfg.model.fuse_lda:
-            recognizer.handcrafted.fit(corpus_features(corpus), corpus.subjects)
-            report(f"LDA branch fitted on {len(corpus)} training sequences of {len(identities)} identities")
-        export_recognizer(recognizer, cfg, meta, run.model)
+        network = build_stage_module("finetune", cfg, len(identities)).recognizer
+        network.load_state_dict({k.removeprefix("recognizer."): v
+                                 for k, v in read_weights(run.weights("finetune")).items()})
+        model = build_model(network, cfg.ensemble.lda, len(identities))
+        if isinstance(model, Ensemble):
+            model.lda.fit(corpus_features(corpus), corpus.subjects)
+            report(f"ensemble: LDA member fitted on {len(corpus)} training sequences of {len(identities)} identities")
+        export_recognizer(model, cfg, meta, run.model)
     fabric.barrier()
     return run
 

@@ -10,24 +10,23 @@ from ..config import Config
 from ..data.batches import PoseBatcher
 from ..data.corpus import PoseCorpus
 from .embed import embed_sequences
-from .handcrafted import corpus_features, fuse_embeddings
+from ..models.ensemble import Ensemble, network_of
+from ..models.handcrafted import corpus_features
 from .protocols import leave_one_out, official_protocol
 
 
 def embed_corpus(model, config: Config, corpus: PoseCorpus, device="cpu",
-                 progress: Callable[[int], None] | None = None, fuse: bool = True) -> np.ndarray:
+                 progress: Callable[[int], None] | None = None, ensemble: bool = True) -> np.ndarray:
     """`(N, E)` test embeddings of every sequence of `corpus` (config's test-time settings).
 
-    A model with an LDA branch (`model.fuse_lda`) returns the network's embedding and the branch's
-    LDA embedding of the whole sequence, each scaled to unit length, concatenated
-    (`handcrafted.fuse_embeddings`); `fuse=False` or `eval.fuse=false` returns the network's alone.
+    An exported `Ensemble` (`ensemble.lda`) gives the ensemble's embeddings; `ensemble=False` or
+    `eval.ensemble=false` gives its network's alone.
     """
     batcher = PoseBatcher(corpus, config.data, config.model.frames_per_token, label_of={})
-    embeddings = embed_sequences(model, batcher, batch_size=config.eval.batch_size, flip=config.eval.flip,
-                                 device=device, progress=progress)
-    branch = getattr(model, "handcrafted", None)
-    if fuse and config.eval.fuse and branch is not None:
-        embeddings = fuse_embeddings(embeddings, branch.embed(corpus_features(corpus)))
+    embeddings = embed_sequences(network_of(model), batcher, batch_size=config.eval.batch_size,
+                                 flip=config.eval.flip, device=device, progress=progress)
+    if ensemble and config.eval.ensemble and isinstance(model, Ensemble):
+        embeddings = model(embeddings, corpus_features(corpus))
     return embeddings
 
 

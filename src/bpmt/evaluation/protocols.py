@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BPMTError, DataError
+from ..errors import BPMTError, DataError, ProtocolError
 from ..files import read_json
 from .metrics import rank_in_chunks
 
@@ -88,17 +88,18 @@ def official_protocol(embeddings: np.ndarray, names: Sequence[str], probe_names:
     """Probes (names in `probe_names`) against the gallery of all other sequences.
 
     `embeddings (N, D)` are in the order of `names (N,)`. Probes whose identity has no gallery
-    sequence do not count. Raises `BPMTError` when no probe is among `names`.
+    sequence do not count. Raises `ProtocolError` when no probe is among `names`, or every name is one.
     """
     names = list(names)
     embeddings = _check_embeddings(embeddings, len(names), "names")
-    probe_set = set(probe_names)
+    probe_list = list(dict.fromkeys(probe_names))
+    probe_set = set(probe_list)
     is_probe = np.array([name in probe_set for name in names], dtype=bool)
     if not is_probe.any():
-        raise BPMTError(f"none of the {len(probe_set)} probe sequences of the split is among the "
-                        f"{len(names)} sequences given (e.g. {names[:3]})")
+        raise ProtocolError(f"none of the {len(probe_set)} probe sequences of the split is among the "
+                            f"{len(names)} sequences given (missing, e.g. {probe_list[:3]})")
     if is_probe.all():
-        raise BPMTError(f"all {len(names)} sequences are probes; the gallery is empty")
+        raise ProtocolError(f"all {len(names)} sequences are probes; the gallery is empty")
     labels = np.array([label_of(name) for name in names])
     return rank_in_chunks(embeddings[is_probe], embeddings[~is_probe], labels[is_probe], labels[~is_probe],
                           metric=metric, chunk_size=chunk_size, ranks=ranks)

@@ -1,5 +1,8 @@
 """The BPMT recogniser: body parts -> T1 (per part) -> T2 fusion -> output fusion -> embedding -> head.
 
+The embedding reads T2's class token, each part's T1 class token, and the masked mean and max of
+each part's fused tokens (its T1 tokens cross-attended to T2's output).
+
 `forward_features` is the seam between pretraining and finetuning (it returns the pre-BN
 embedding); `forward_head` adds the BNNeck.
 """
@@ -44,18 +47,18 @@ class BPMTRecognizer(nn.Module):
         self.encoders = build_encoders(cfg, partition, in_channels)
         width = self.encoders.out_dim
         self.fusion = build_fusion(cfg, partition, width)
-        self.embed = nn.Linear((2 * len(partition) + 1) * width, cfg.embed_dim)
+        self.embed = nn.Linear((3 * len(partition) + 1) * width, cfg.embed_dim)
         self.head = BNNeckHead(cfg.embed_dim, num_classes)
 
     def forward_features(self, features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """features `(B, T, 17, C)`, padding_mask `(B, T)` True = padded -> embedding `(B, E)`."""
         parts: dict[str, PartFeatures] = self.encoders(features, padding_mask)
         z, cls, z_hidden = self.fusion(parts)
-        pooled = [cls]
+        pooled = [cls]                                                            # T2's class token (B, D)
         for part in parts.values():
             fused = self.fusion.fuse_part(part, z, z_hidden)                      # (B, J_p, Tt, D)
-            pooled.append(masked_mean_max(fused, part.hidden))                    # (B, 2D)
-        return self.embed(torch.cat(pooled, dim=-1))
+            pooled += [part.cls, masked_mean_max(fused, part.hidden)]             # (B, D), (B, 2D)
+        return self.embed(torch.cat(pooled, dim=-1))                              # (B, E)
 
     def forward_head(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(embedding)
@@ -66,14 +69,8 @@ class BPMTRecognizer(nn.Module):
 
 
 def build_recognizer(cfg: ModelConfig, partition: Partition, in_channels: int, num_classes: int) -> nn.Module:
-    """The recogniser `cfg.arch` names: BPMT, or the plain frame-token transformer floor; with
-    `cfg.fuse_lda` it also carries a `handcrafted` LDA branch (fitted at export, not trained)."""
+    """The recogniser `cfg.arch` names: BPMT, or the plain frame-token transformer floor."""
     if cfg.arch == "frame":
         from .frame_baseline import FrameTransformerRecognizer
-        net = FrameTransformerRecognizer(cfg, in_channels, num_classes)
-    else:
-        net = BPMTRecognizer(cfg, partition, in_channels, num_classes)
-    if cfg.fuse_lda:
-        from .handcrafted_lda import HandcraftedLDA
-        net.handcrafted = HandcraftedLDA(num_classes)
-    return net
+        return FrameTransformerRecognizer(cfg, in_channels, num_classes)
+    return BPMTRecognizer(cfg, partition, in_channels, num_classes)

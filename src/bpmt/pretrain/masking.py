@@ -44,3 +44,15 @@ def make_mask(kind: str, batch: int, joints: int, steps: int, ratio: float,
     if kind not in MASKS:
         raise ValueError(f"unknown mask type {kind!r} (known: {', '.join(MASKS)})")
     return MASKS[kind](batch, joints, steps, ratio, generator)
+
+
+def visible_joints(padding_mask: torch.Tensor, token_masks: dict[str, torch.Tensor],
+                   joints: dict[str, list[int]], frames_per_token: int) -> torch.Tensor:
+    """Which coordinates the encoder may see: padding_mask `(B, T)`, token_masks `{part: (B, J_p, Tt)}`
+    True = masked out -> `(B, T, 17)` True = visible (a real frame, and not under a masked token)."""
+    B, T = padding_mask.shape
+    visible = (~padding_mask)[:, :, None].repeat(1, 1, 17)                            # (B, T, 17)
+    for part, mask in token_masks.items():
+        frames = mask.repeat_interleave(frames_per_token, dim=2).transpose(1, 2)      # (B, T, J_p)
+        visible[:, :, joints[part]] &= ~frames
+    return visible

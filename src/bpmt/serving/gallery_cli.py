@@ -113,8 +113,7 @@ def extract_video(args: argparse.Namespace) -> list:
     """`--video` -> one pose `Sequence` per tracked walker, with a progress bar over the frames."""
     import sys
 
-    from tqdm import tqdm
-
+    from ..engine.progress import progress
     from .video import extract_sequences, extraction_steps
     from .video.libs import import_mediapipe_pose, native_stderr_silenced
     from .video.reader import probe_video
@@ -123,8 +122,8 @@ def extract_video(args: argparse.Namespace) -> list:
         info = probe_video(args.video)
     import_mediapipe_pose()                     # a missing library fails here, before any work
     with native_stderr_silenced() as stderr, \
-            tqdm(total=extraction_steps(info, args.max_frames, args.start_frame), unit="frame", desc="poses",
-                 file=stderr, leave=False, disable=args.json) as bar:
+            progress(extraction_steps(info, args.max_frames, args.start_frame), unit="frame", desc="poses",
+                     stream=stderr, leave=False, disable=args.json) as bar:
         sequences = extract_sequences(args.video, min_frames=args.min_frames, max_frames=args.max_frames,
                                       start_frame=args.start_frame, single_person=args.single_person,
                                       progress=bar.update)

@@ -219,10 +219,12 @@ class HealthResponse(BaseModel):
 
 
 class Service:
-    """A recogniser plus its gallery folder; the gallery is reloaded whenever `gallery.json` changes
-    (it may not exist yet: the first enrolment creates it)."""
+    """A recogniser plus its gallery folder; the gallery is reloaded whenever `gallery.json` changes.
 
-    def __init__(self, model: str | os.PathLike, gallery_dir: str | os.PathLike):
+    The gallery must exist (as `bpmt identify` requires), unless `create_gallery`: then a missing or
+    empty folder is a new gallery, which the first enrolment creates."""
+
+    def __init__(self, model: str | os.PathLike, gallery_dir: str | os.PathLike, create_gallery: bool = False):
         from ..engine.export import load_recognizer
 
         self.model, self.config, self.meta, self.fingerprint = load_recognizer(model)
@@ -238,7 +240,14 @@ class Service:
             foreign = sorted(p.name for p in self.root.iterdir() if not store.OWN_FILE.match(p.name))
             if foreign:
                 raise store.GalleryError(f"{self.root}: not a gallery and not empty (holds {', '.join(foreign[:3])}); "
-                                         "pick a new or empty folder, or a gallery made by `bpmt enroll`")
+                                         "pick a gallery made by `bpmt enroll` (or, with --create-gallery, a new "
+                                         "or empty folder)")
+        if not create_gallery and not (self.root / store.MANIFEST).exists():
+            try:
+                store.read_manifest(self.root)          # raises what `bpmt identify` says of this folder
+            except store.GalleryError as exc:
+                raise store.GalleryError(f"{exc}, or start the service with --create-gallery to let the "
+                                         "first POST /enroll create it") from None
         self.gallery()
 
     def _manifest_stat(self) -> tuple | None:
@@ -453,13 +462,14 @@ ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in 
 JSON_BODY = {"required": True}
 
 
-def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits: Limits = Limits()) -> FastAPI:
+def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits: Limits = Limits(),
+               create_gallery: bool = False) -> FastAPI:
     """The service for recogniser `model` (run folder or .safetensors) and gallery folder
-    `gallery_dir` (created by the first enrolment if absent). Raises `BPMTError` if either is
-    unusable, e.g. a gallery of another model."""
+    `gallery_dir` (with `create_gallery`, a missing or empty folder is created by the first
+    enrolment). Raises `BPMTError` if either is unusable, e.g. a gallery of another model."""
     from .. import __version__
 
-    service = Service(model, gallery_dir)
+    service = Service(model, gallery_dir, create_gallery)
     min_frames = limits.min_frames or model_min_frames(service.config)
     if min_frames > limits.max_frames:
         raise BPMTError(f"--max-frames {limits.max_frames} is below the minimum sequence length {min_frames}")
@@ -549,7 +559,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
 
     async def identify_video(request: Request) -> dict:
         try:
-            from .video import VideoDependencyError, extract_sequences
+            from .video import VideoDependencyError, extract_sequences, native_stderr_silenced
         except ImportError as exc:
             raise HTTPException(501, f"video input is not available on this server ({exc}); send pose keypoints "
                                      "as JSON, or install the video extra: pip install 'bpmt[video]' && "
@@ -564,8 +574,14 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
             with tempfile.TemporaryDirectory(prefix="bpmt-upload-") as folder:
                 path = Path(folder) / ("upload" + Path(label).suffix[:10])
                 await in_thread(copy_upload, upload.file, path)
+
+                def extract() -> list:
+                    # drop MediaPipe's native log lines, as the CLI does; the server's own lines go on
+                    with native_stderr_silenced(keep_other_lines=True):
+                        return extract_sequences(str(path))
+
                 try:
-                    sequences = await in_thread(extract_sequences, str(path), limiter="video")
+                    sequences = await in_thread(extract, limiter="video")
                 except VideoDependencyError as exc:
                     raise HTTPException(501, f"video input is not available on this server: {exc}") from None
                 except DataError as exc:                # name the upload, not the server's temporary file
@@ -708,9 +724,11 @@ def openapi_with_requests(app: FastAPI, models: tuple[type[BaseModel], ...]) -> 
 
 def serve(model: str | os.PathLike, gallery_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
           limits: Limits = Limits(), threads: int = 1, access_log: bool = True,
-          max_connections: int | None = None, announce: Callable[[str], None] = print) -> None:
+          max_connections: int | None = None, announce: Callable[[str], None] = print,
+          create_gallery: bool = False) -> None:
     """Load, bind `host:port`, serve until interrupted (SIGINT / SIGTERM finish open requests).
-    `threads` bounds torch's and FAISS's threads; `max_connections`: beyond it, 503."""
+    `threads` bounds torch's and FAISS's threads; `max_connections`: beyond it, 503;
+    `create_gallery`: see `create_app`."""
     import socket
 
     import torch
@@ -723,7 +741,7 @@ def serve(model: str | os.PathLike, gallery_dir: str | os.PathLike, host: str = 
         faiss.omp_set_num_threads(threads)
     except (ImportError, AttributeError):
         pass
-    app = create_app(model, gallery_dir, limits)
+    app = create_app(model, gallery_dir, limits, create_gallery)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

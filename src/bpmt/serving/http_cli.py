@@ -1,6 +1,6 @@
 """CLI commands of the http feature (registered by bpmt.cli.build_parser):
 
-    bpmt serve MODEL --gallery DIR [--host 127.0.0.1] [--port 8000] [--threads 1] [--concurrency 1]
+    bpmt serve MODEL --gallery DIR [--create-gallery] [--host 127.0.0.1] [--port 8000] [--threads 1] [--concurrency 1]
                [--max-body-mb 8] [--max-video-mb 64] [--max-frames 10000] [--min-frames N]
                [--max-connections 64] [--no-access-log]
 """
@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     min_frames=args.min_frames, concurrency=args.concurrency)
     serve(args.model, args.gallery, host=args.host, port=args.port, limits=limits, threads=args.threads,
           access_log=not args.no_access_log, max_connections=args.max_connections,
-          announce=lambda line: print(line, file=sys.stderr, flush=True))
+          announce=lambda line: print(line, file=sys.stderr, flush=True), create_gallery=args.create_gallery)
     return 0
 
 
@@ -61,7 +61,10 @@ def register(sub) -> None:
                                    "person-crop pixels, as in Gait3D.")
     p.add_argument("model", metavar="MODEL", help="run folder of `bpmt train` or its exported model.safetensors")
     p.add_argument("--gallery", required=True, metavar="DIR",
-                   help="gallery folder (made by `bpmt enroll`, or new: the first POST /enroll creates it)")
+                   help="gallery folder made by `bpmt enroll` (a missing one is an error, as for `bpmt identify`)")
+    p.add_argument("--create-gallery", action="store_true",
+                   help="start with a new, empty gallery if DIR does not exist or is an empty folder; "
+                        "the first POST /enroll creates it (until then POST /identify answers 409)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
     p.add_argument("--threads", type=_positive, default=min(4, os.cpu_count() or 1),

@@ -36,8 +36,7 @@ def register(sub) -> None:
 
 
 def cmd_poses(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from ..engine.progress import progress
     from ..errors import BPMTError
     from .video import ExtractOptions, VideoReport, extract_sequences, extraction_steps, write_sequences
     from .video.extract import check_arguments
@@ -56,8 +55,8 @@ def cmd_poses(args: argparse.Namespace) -> int:
     report = VideoReport()
     start = time.perf_counter()
     with native_stderr_silenced() as stderr, \
-            tqdm(total=extraction_steps(info, args.max_frames, args.start_frame), unit="frame", desc="poses",
-                 file=stderr, leave=False) as bar:
+            progress(extraction_steps(info, args.max_frames, args.start_frame), unit="frame", desc="poses",
+                     stream=stderr, leave=False) as bar:
         sequences = extract_sequences(args.video, subject=args.subject, camera=args.camera, video=args.video_id,
                                       min_frames=args.min_frames, max_frames=args.max_frames,
                                       start_frame=args.start_frame, single_person=args.single_person,

@@ -6,7 +6,7 @@ Needs the optional `video` extra plus MediaPipe 0.10.21 (see `libs.py`), importe
 video is processed, so importing this package is cheap. Typical use (what `bpmt poses` does):
 
     info = probe_video(path)
-    with tqdm(total=extraction_steps(info)) as bar:
+    with progress(extraction_steps(info), desc="poses", unit="frame") as bar:    # bpmt.engine.progress
         sequences = extract_sequences(path, subject="0001", progress=bar.update)
     write_sequences(sequences, out_dir)
 """

@@ -110,7 +110,7 @@ def extract_sequences(video_path: str | os.PathLike, *, subject: str = "unknown"
         elif len(track.found) < options.min_pose_fraction * track.length:
             report.dropped["too few poses"] += 1
         else:
-            sequences.append(_to_sequence(track.found, subject, camera, video, len(sequences)))
+            sequences.append(to_sequence(track.found, subject, camera, video, len(sequences)))
     report.kept = len(sequences)
     report.pose_frames = sum(len(s) for s in sequences)
     return sequences
@@ -212,7 +212,9 @@ def _whole_frame_poses(video_path, start: int, max_frames: int | None, options: 
     return track.length, [track] if track.length else []
 
 
-def _to_sequence(found: list[tuple], subject: str, camera: str, video: str, index: int) -> Sequence:
+def to_sequence(found: list[tuple], subject: str, camera: str, video: str, index: int) -> Sequence:
+    """The sequence `<subject>-camid<C>_videoid<V>-seq<index>` of one track's poses `found`: a list of
+    `(frame, keypoints (17, 3) in crop pixels, crop width, crop height)`, frames ascending."""
     camera_video = f"camid{camera}_videoid{video}"
     return Sequence(
         name=f"{subject}-{camera_video}-seq{index}",

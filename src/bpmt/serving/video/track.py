@@ -29,6 +29,7 @@ class TrackState:
     id: int
     box: np.ndarray
     detected: bool = False          # a detection matched on the current frame
+    detection: int | None = None    # index of that detection in `update`'s detections (or None)
     last_seen: int = 0              # last frame with a matched detection or a confirmation
     confirmed: int | None = None    # last frame with a confirmation
     seen_box: np.ndarray | None = None                                      # (4,) box when last observed
@@ -104,7 +105,7 @@ class IoUTracker:
         self.ended = [t.id for t in self.tracks if frame - t.last_seen > self.max_gap]
         self.tracks = [t for t in self.tracks if frame - t.last_seen <= self.max_gap]
         for track in self.tracks:
-            track.box, track.detected = track.predict(frame), False
+            track.box, track.detected, track.detection = track.predict(frame), False, None
         if detections is not None:
             boxes = as_boxes(detections)
             current = np.stack([t.box for t in self.tracks]) if self.tracks else np.zeros((0, 4))
@@ -115,12 +116,12 @@ class IoUTracker:
                     track.last_seen = frame     # followed closely: keep the (tighter) predicted box
                 else:
                     track.observe(frame, boxes[c])
-                track.detected = True
+                track.detected, track.detection = True, c
             matched = {c for _, c in pairs}
             for c in range(len(boxes)):
                 if c in matched or self._covered(boxes[c]):
                     continue
-                track = TrackState(id=self._next_id, box=boxes[c], detected=True)
+                track = TrackState(id=self._next_id, box=boxes[c], detected=True, detection=c)
                 track.observe(frame, boxes[c])
                 self.tracks.append(track)
                 self._next_id += 1

@@ -73,15 +73,15 @@ def output_folder(out_dir: str | os.PathLike, subject: str, camera: str, video: 
     return Path(out_dir) / "2D_Poses" / subject / f"camid{camera}_videoid{video}"
 
 
-def refuse_existing(folder: Path) -> None:
-    """DataError when `folder` exists and is not empty."""
+def refuse_existing(folder: Path, advice: str = "choose another --out, --subject or --video-id, "
+                                                 "or --overwrite to replace them") -> None:
+    """DataError when `folder` exists and is not empty; `advice` says what to do instead."""
     try:
         occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
     except OSError as exc:
         raise DataError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
     if occupied:
-        raise DataError(f"{folder}: already holds sequences (choose another --out, --subject or --video-id, "
-                        "or --overwrite to replace them)")
+        raise DataError(f"{folder}: already holds sequences ({advice})")
 
 
 def _check_arrays(sequence: Sequence) -> None:
