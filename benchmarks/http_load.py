@@ -9,11 +9,14 @@ the middle and at the end, so that growth over thousands of requests shows.
     python benchmarks/http_load.py                                   # builds a tiny model + gallery
     python benchmarks/http_load.py --model runs/g3d --gallery gal/ --data /data/gait3d.cache
     python benchmarks/http_load.py --requests 2000 --clients 8 --frames 60 --threads 1
+    python benchmarks/http_load.py --backend onnx --frames 100        # the network in ONNX Runtime
 
 Without `--model`, a tiny model is built in a temporary folder first (`bpmt synth`, a short
 `bpmt train` with configs/tiny.yaml, `bpmt enroll`; about a minute on 2 cores). Queries are the
 first `--frames` frames of sequences of `--data` (default: the synthetic walkers), sent as JSON.
-The exit status is 1 if any request failed. Nothing leaves the machine: the server listens on
+`--backend onnx` serves the network through ONNX Runtime: the tiny model is exported first
+(`bpmt export --onnx`); a `--model` must have been exported already. The exit status is 1 if any
+request failed. Nothing leaves the machine: the server listens on
 127.0.0.1 only and the clients talk to it there.
 """
 
@@ -90,7 +93,7 @@ def start_server(model: Path, gallery: Path, args, log) -> tuple[subprocess.Pope
     port = free_port()
     command = [sys.executable, "-m", "bpmt.cli", "serve", str(model), "--gallery", str(gallery), "--host", "127.0.0.1",
                "--port", str(port), "--threads", str(args.threads), "--concurrency", str(args.concurrency),
-               "--max-connections", str(max(64, 4 * args.clients)), "--no-access-log"]
+               "--max-connections", str(max(64, 4 * args.clients)), "--no-access-log", "--backend", args.backend]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     url = f"http://127.0.0.1:{port}"
@@ -159,6 +162,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames per query sequence (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="the server's torch threads (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=1, help="the server's parallel embeddings (default: %(default)s)")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                        help="what runs the server's network (`bpmt serve --backend`; default: %(default)s)")
     args = parser.parse_args()
     if (args.model is None) != (args.gallery is None) or (args.model is not None and args.data is None):
         parser.error("--model, --gallery and --data go together (or none of them: a tiny model is built)")
@@ -170,6 +175,8 @@ def main() -> int:
             print("building a tiny model and gallery (synth, train, enroll) ...", file=sys.stderr, flush=True)
             started = time.perf_counter()
             args.model, args.gallery, args.data = build_tiny(Path(work))
+            if args.backend == "onnx":
+                bpmt("export", str(args.model), "--onnx")
             print(f"  done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         bodies = query_bodies(args.data, args.frames)
         process, url = start_server(args.model, args.gallery, args, log)
@@ -190,7 +197,7 @@ def main() -> int:
         body_kb = np.mean([len(b) for b in bodies]) / 1024
         print(f"POST /identify over loopback: {args.requests} requests from {args.clients} clients, "
               f"{args.frames}-frame sequences ({body_kb:.0f} kB JSON each), server --threads {args.threads} "
-              f"--concurrency {args.concurrency}, {os.cpu_count()} CPUs")
+              f"--concurrency {args.concurrency} --backend {args.backend}, {os.cpu_count()} CPUs")
         print(f"throughput:  {args.requests / wall:.1f} req/s ({wall:.1f} s)")
         print(f"latency:     p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, "
               f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms")

@@ -42,6 +42,26 @@ def add_data_args(parser: argparse.ArgumentParser, data_flag: bool = False, data
                         help="allow reading pose pickles (unpickling executes code from the files)")
 
 
+def add_backend_arg(parser: argparse.ArgumentParser) -> None:
+    """`--backend`: what runs the network (`engine.onnx_model.inference_network`)."""
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                        help="what runs the network: ONNX Runtime on the model.onnx beside the weights "
+                             "(`bpmt export MODEL --onnx`), torch, or auto = ONNX Runtime when that file and "
+                             "onnxruntime are there, else torch (default: %(default)s)")
+
+
+def choose_network(args: argparse.Namespace, model_arg, model, config, fingerprint: str):
+    """The network `--backend` asks for (ONNX Runtime with `engine.threads` threads, as torch gets);
+    says on stderr when it is the ONNX file."""
+    from .engine.onnx_model import backend_name, inference_network
+
+    network = inference_network(model_arg, model, config, fingerprint, getattr(args, "backend", "auto"),
+                                config.engine.threads)
+    if backend_name(network) == "onnx":
+        print(f"network: ONNX Runtime ({network.path})", file=sys.stderr)
+    return network
+
+
 def load_data(args: argparse.Namespace, quiet: bool = False):
     """Open DATA as described by `add_data_args`; prints the skip summary of raw reads."""
     from .data.io import list_sequence_dirs
@@ -302,7 +322,7 @@ def _test_time_config(config, overrides: list[str]):
     return config_from_dict(apply_overrides(config_to_dict(config), overrides))
 
 
-def _embed_with_progress(model, config, corpus):
+def _embed_with_progress(model, config, corpus, network=None):
     from .engine.progress import progress
     from .engine.threads import configure_threads
     from .evaluation.evaluate import embed_corpus, num_test_items
@@ -315,7 +335,7 @@ def _embed_with_progress(model, config, corpus):
               file=sys.stderr)
 
     with progress(num_test_items(config, corpus), desc="embedding", unit="chunk", leave=False) as bar:
-        return embed_corpus(model, config, corpus, progress=bar.update)
+        return embed_corpus(model, config, corpus, progress=bar.update, network=network)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -324,12 +344,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import score_embeddings
     from .evaluation.report import format_results
 
-    model, config, _, _ = load_recognizer(args.run)
+    model, config, _, fingerprint = load_recognizer(args.run)
     config = _test_time_config(config, args.overrides)
+    network = choose_network(args, args.run, model, config, fingerprint)
     ids = resolve_ids(args.ids, args.split if args.subset else None, args.subset)
     args.ids, args.subset, split_file, args.split = ids, None, args.split, None
     corpus, _ = load_data(args, quiet=args.json)
-    embeddings = _embed_with_progress(model, config, corpus)
+    embeddings = _embed_with_progress(model, config, corpus, network)
     protocols = ("official", "loo") if split_file else ("loo",)
     probes = load_split(split_file)["PROBE_SET"] if split_file else None
     results = {}
@@ -359,13 +380,25 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     model, config, _, fingerprint = load_recognizer(args.run)
     config = _test_time_config(config, args.overrides)
+    network = choose_network(args, args.run, model, config, fingerprint)
     corpus, _ = load_data(args)
-    embeddings = _embed_with_progress(model, config, corpus)
+    embeddings = _embed_with_progress(model, config, corpus, network)
     out = args.out if args.out.endswith(".npz") else args.out + ".npz"
     tmp = out + ".tmp.npz"
     np.savez(tmp, embeddings=embeddings, seqs=np.array(corpus.names), model_sha256=fingerprint)
     os.replace(tmp, out)
     print(f"wrote {out}: {embeddings.shape[0]} sequences x {embeddings.shape[1]} dimensions")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .engine.onnx_model import export_onnx
+
+    if not args.onnx:
+        raise BPMTError("bpmt export: say what to export (--onnx); training already exported model.safetensors")
+    path, error = export_onnx(args.run, args.out, opset=args.opset, exporter=args.exporter)
+    print(f"wrote {path} (+ {path.name}.json): the network ({args.exporter} exporter); "
+          f"max |ONNX - torch| on the check batches {error:.2g}")
     return 0
 
 
@@ -390,6 +423,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         print(f"run folder: {result.run}")
         print(f"synthetic data: {result.data}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .engine.export import load_recognizer
+    from .engine.pretrained import DEFAULT_MODEL, shipped_models
+
+    rows = []
+    for shipped in shipped_models():
+        _, config, meta, fingerprint = load_recognizer(shipped.weights)     # verifies the files
+        rows.append({"name": shipped.name, "default": shipped.name == DEFAULT_MODEL, "path": str(shipped.folder),
+                     "identities": meta["num_classes"], "data": meta.get("data", ""),
+                     "ensemble_lda": config.ensemble.lda, "sha256": fingerprint, "summary": shipped.summary(),
+                     "card": str(shipped.card)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no models are shipped with this installation")
+    for row in rows:
+        print(f"{row['name']}{'  (default)' if row['default'] else ''}\n  {row['summary']}\n"
+              f"  trained on {row['identities']} identities; weights sha256 {row['sha256'][:16]}…\n"
+              f"  model card: {row['card']}")
     return 0
 
 # ---------------------------------------------------------------------------------------------
@@ -485,22 +541,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="embed DATA with a trained model and print Gait3D metrics")
-    p.add_argument("run", metavar="RUN", help="run folder or exported model.safetensors")
+    p.add_argument("run", metavar="RUN", help="run folder, exported model.safetensors, or a shipped model's name "
+                                              "(`bpmt models`)")
     add_data_args(p, data_flag=True)
     p.add_argument("--metric", choices=["euc", "cos"])
     p.add_argument("--plot", help="save the CMC curve (ranks 1-20) to this PNG")
     p.add_argument("--json", action="store_true")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="test-time setting, repeatable: --set data.test_max_len=32 --set eval.flip=false")
+    add_backend_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("embed", help="write embeddings of DATA as EMB.npz (embeddings + seqs)")
-    p.add_argument("run", metavar="RUN", help="run folder or exported model.safetensors")
+    p.add_argument("run", metavar="RUN", help="run folder, exported model.safetensors, or a shipped model's name "
+                                              "(`bpmt models`)")
     add_data_args(p, data_flag=True)
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="test-time setting (as for evaluate)")
+    add_backend_arg(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="export a trained model's network to ONNX (for ONNX Runtime: --backend onnx)")
+    p.add_argument("run", metavar="RUN", help="run folder, exported model.safetensors, or a shipped model's name")
+    p.add_argument("--onnx", action="store_true", help="write the network as ONNX (dynamic batch and time axes) "
+                                                       "with model.onnx.json, the SHA-256 of the weights it came from")
+    p.add_argument("--out", help="ONNX file to write (default: model.onnx beside model.safetensors, where "
+                                 "--backend auto|onnx looks for it)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="torch's exporter: torchscript (seconds) or dynamo (torch.export; minutes) "
+                        "(default: %(default)s)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the main job: synthesise walkers, train all phases, evaluate")
     p.add_argument("--out", help="folder for the synthetic data and the run, kept (default: a temporary folder, "
@@ -513,6 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list the models shipped in the package (usable by name as MODEL)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=cmd_models)
 
     # Commands that live with their feature: each module's `register(sub)` adds its subparsers.
     import importlib

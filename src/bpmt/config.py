@@ -54,8 +54,8 @@ class ModelConfig:
 
 
 @dataclass
-class Phase1Config:
-    """Phase 1: each body part alone, masked reconstruction through T1 and a light decoder."""
+class MaskedPretrainConfig:
+    """What both masked-pretraining phases read."""
     steps: int = 300
     batch_size: int = 32
     lr: float = 1e-3
@@ -63,19 +63,17 @@ class Phase1Config:
     warmup_steps: int = 20
     mask_ratio: float = 0.6
     mask_type: Literal["random", "tube"] = "tube"
+
+
+@dataclass
+class Phase1Config(MaskedPretrainConfig):
+    """Phase 1: each body part alone, masked reconstruction through T1 and a light decoder."""
     decoder_depth: int = 1                        # layers of the reconstruction decoder (discarded)
 
 
 @dataclass
-class Phase2Config:
+class Phase2Config(MaskedPretrainConfig):
     """Phase 2: pairs of body parts, masked reconstruction through T1, cross-attention and T2."""
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 20
-    mask_ratio: float = 0.6
-    mask_type: Literal["random", "tube"] = "tube"
     freeze_t1: bool = False                       # keep T1 fixed (train cross-attention and T2 only)
 
 

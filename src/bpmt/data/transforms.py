@@ -140,12 +140,20 @@ def _rotate_xy(keypoints: np.ndarray, angle: float) -> np.ndarray:
     return out
 
 
+_FLIP_INDEX = np.asarray(FLIP_PERMUTATION)
+
+
+def mirror(keypoints: np.ndarray) -> np.ndarray:
+    """Mirror image `(T, 17, 3)` -> `(T, 17, 3)`: x -> -x and left and right joints swapped."""
+    flipped = keypoints[:, _FLIP_INDEX]              # a new array (fancy indexing copies)
+    flipped[..., 0] *= -1
+    return flipped
+
+
 def random_flip(keypoints: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
-    """With probability p mirror left/right: x -> -x and swap left and right joints."""
+    """With probability p mirror left/right (`mirror`)."""
     if rng.random() < p:
-        flipped = keypoints[:, list(FLIP_PERMUTATION)].copy()
-        flipped[..., 0] *= -1
-        return flipped
+        return mirror(keypoints)
     return keypoints.copy()
 
 

@@ -45,12 +45,21 @@ def export_recognizer(model: nn.Module, config: Config, meta: dict, path: str | 
     sidecar_tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, path)
     os.replace(sidecar_tmp, sidecar)
+    # An ONNX export of earlier weights beside it is stale now (`engine.onnx_model` would refuse it).
+    for stale in (path.with_suffix(".onnx"), path.with_suffix(".onnx.json")):
+        stale.unlink(missing_ok=True)
     return path
 
 
 def resolve_model_path(model: str | os.PathLike) -> Path:
-    """MODEL may be a run folder or the exported `.safetensors` file itself."""
+    """MODEL may be a run folder, the exported `.safetensors` file itself, or the name of a model
+    shipped in the package (`bpmt models`; a folder of that name in the working directory wins)."""
+    from .pretrained import shipped_model
+
     path = Path(model)
+    shipped = shipped_model(str(model)) if not path.exists() else None
+    if shipped is not None:
+        return shipped.weights
     if path.is_dir():
         path = path / "model.safetensors"
         if not path.is_file():

@@ -16,14 +16,18 @@ from .protocols import leave_one_out, official_protocol
 
 
 def embed_corpus(model, config: Config, corpus: PoseCorpus, device="cpu",
-                 progress: Callable[[int], None] | None = None, ensemble: bool = True) -> np.ndarray:
+                 progress: Callable[[int], None] | None = None, ensemble: bool = True,
+                 network=None) -> np.ndarray:
     """`(N, E)` test embeddings of every sequence of `corpus` (config's test-time settings).
 
     An exported `Ensemble` (`ensemble.lda`) gives the ensemble's embeddings; `ensemble=False` or
-    `eval.ensemble=false` gives its network's alone.
+    `eval.ensemble=false` gives its network's alone. `network`: what runs the network instead of
+    `model`'s own torch network, e.g. its ONNX export (`engine.onnx_model.inference_network`);
+    the LDA member is applied the same way either way.
     """
     batcher = PoseBatcher(corpus, config.data, config.model.frames_per_token, label_of={})
-    embeddings = embed_sequences(network_of(model), batcher, batch_size=config.eval.batch_size,
+    network = network_of(model) if network is None else network
+    embeddings = embed_sequences(network, batcher, batch_size=config.eval.batch_size,
                                  flip=config.eval.flip, device=device, progress=progress)
     if ensemble and config.eval.ensemble and isinstance(model, Ensemble):
         embeddings = model(embeddings, corpus_features(corpus))

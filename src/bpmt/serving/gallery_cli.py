@@ -57,17 +57,18 @@ def _search_settings(args: argparse.Namespace):
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from ..cli import _embed_with_progress, load_data
+    from ..cli import _embed_with_progress, choose_network, load_data
     from ..engine.export import load_recognizer
     from .gallery import MANIFEST, check_model, enroll, read_manifest
 
     model, config, _, fingerprint = load_recognizer(args.model)
+    network = choose_network(args, args.model, model, config, fingerprint)
     root = Path(args.gallery)
     if (root / MANIFEST).exists():     # fail before the slow part; enroll checks again under the lock
         check_model(read_manifest(root), fingerprint, config.eval.metric)
     settings = _search_settings(args)
     corpus, _ = load_data(args, quiet=args.json)
-    embeddings = _embed_with_progress(model, config, corpus)
+    embeddings = _embed_with_progress(model, config, corpus, network)
     subjects = corpus.subjects
     if args.identity is not None:
         if not args.identity.strip() or "/" in args.identity:
@@ -141,6 +142,9 @@ def _identify_video(identifier, args: argparse.Namespace, threshold):
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..engine.onnx_model import backend_name
     from .identify import Identifier
 
     if (args.data is None) == (args.video is None):
@@ -148,7 +152,10 @@ def cmd_identify(args: argparse.Namespace) -> int:
     if args.no_threshold and args.threshold is not None:
         raise BPMTError("--threshold and --no-threshold exclude each other")
     threshold = None if args.no_threshold else ("gallery" if args.threshold is None else args.threshold)
-    identifier = Identifier(args.model, args.gallery, nprobe=args.nprobe, ef_search=args.ef_search)
+    identifier = Identifier(args.model, args.gallery, nprobe=args.nprobe, ef_search=args.ef_search,
+                            backend=args.backend)
+    if backend_name(identifier.network) == "onnx":
+        print(f"network: ONNX Runtime ({identifier.network.path})", file=sys.stderr)
     if args.video is not None:
         results = _identify_video(identifier, args, threshold)
         source = args.video
@@ -157,7 +164,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         from .identify import identify_embeddings
 
         corpus, _ = load_data(args, quiet=args.json)
-        embeddings = _embed_with_progress(identifier.model, identifier.config, corpus)
+        embeddings = _embed_with_progress(identifier.model, identifier.config, corpus, identifier.network)
         results = identify_embeddings(identifier.gallery, embeddings, corpus.names, args.top_k, threshold,
                                       args.nprobe, args.ef_search)
         source = args.data
@@ -232,17 +239,18 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from ..cli import _embed_with_progress, load_data
+    from ..cli import _embed_with_progress, choose_network, load_data
     from ..engine.export import load_recognizer
     from .calibrate import calibrate, open_set_scores, plot_tradeoff
     from .gallery import check_model, now_utc, read_manifest, set_threshold
 
     model, config, _, fingerprint = load_recognizer(args.model)
+    network = choose_network(args, args.model, model, config, fingerprint)
     metric = config.eval.metric
     if args.save_threshold:
         check_model(read_manifest(args.save_threshold), fingerprint, metric)
     corpus, _ = load_data(args, quiet=args.json)
-    embeddings = _embed_with_progress(model, config, corpus)
+    embeddings = _embed_with_progress(model, config, corpus, network)
     genuine, impostor = open_set_scores(embeddings, corpus.subjects, metric)
     result = calibrate(genuine, impostor, args.target_far)
     output = {"data": args.data, "sequences": len(corpus), "identities": len(set(corpus.subjects)),
@@ -280,13 +288,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add this feature's subcommands to the `bpmt` parser."""
-    from ..cli import add_data_args
+    from ..cli import add_backend_arg, add_data_args
+    from ..engine.pretrained import DEFAULT_MODEL
     from .search import APPROXIMATE_KINDS, DEFAULT_EF_SEARCH, DEFAULT_EXACT_LIMIT, DEFAULT_NPROBE
 
-    model_help = "run folder of `bpmt train` or its exported model.safetensors"
+    model_help = ("run folder of `bpmt train`, its exported model.safetensors, or a shipped model's name "
+                  f"(`bpmt models`; default: {DEFAULT_MODEL})")
 
     p = sub.add_parser("enroll", help="embed sequences and store them in a gallery under their identity")
-    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("model", metavar="MODEL", nargs="?", default=DEFAULT_MODEL, help=model_help)
     p.add_argument("--gallery", required=True, metavar="DIR", help="gallery folder (created if needed)")
     add_data_args(p, data_flag=True)
     p.add_argument("--exact-limit", type=_positive, metavar="N",
@@ -297,10 +307,11 @@ def register(sub) -> None:
                    help="enrol every selected sequence under NAME instead of its identity folder "
                         "(e.g. a track of `bpmt poses`, chosen with --seqs)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    add_backend_arg(p)
     p.set_defaults(func=cmd_enroll)
 
     p = sub.add_parser("identify", help="rank the gallery's identities for each query sequence")
-    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("model", metavar="MODEL", nargs="?", default=DEFAULT_MODEL, help=model_help)
     p.add_argument("--gallery", required=True, metavar="DIR", help="gallery folder made by `bpmt enroll`")
     add_data_args(p, data_flag=True, data_required=False)     # --data or --video, checked in cmd_identify
     p.add_argument("--video", metavar="FILE", help="video: every tracked walker is identified (needs the video extra)")
@@ -318,6 +329,7 @@ def register(sub) -> None:
     p.add_argument("--ef-search", type=_positive, default=DEFAULT_EF_SEARCH,
                    help="HNSW candidates explored (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    add_backend_arg(p)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("gallery", help="inspect or edit a gallery: list | remove ID | stats")
@@ -332,11 +344,12 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_gallery)
 
     p = sub.add_parser("calibrate", help="FAR/FRR trade-off on a labelled set; pick a threshold for a target FAR")
-    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("model", metavar="MODEL", nargs="?", default=DEFAULT_MODEL, help=model_help)
     add_data_args(p, data_flag=True)
     p.add_argument("--target-far", type=_fraction, default=0.01,
                    help="false accept rate to meet (default: %(default)s)")
     p.add_argument("--plot", metavar="FILE.png", help="save score histograms and FAR/FRR curves")
     p.add_argument("--save-threshold", metavar="DIR", help="store the threshold in this gallery (same model)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    add_backend_arg(p)
     p.set_defaults(func=cmd_calibrate)

@@ -224,10 +224,13 @@ class Service:
     The gallery must exist (as `bpmt identify` requires), unless `create_gallery`: then a missing or
     empty folder is a new gallery, which the first enrolment creates."""
 
-    def __init__(self, model: str | os.PathLike, gallery_dir: str | os.PathLike, create_gallery: bool = False):
+    def __init__(self, model: str | os.PathLike, gallery_dir: str | os.PathLike, create_gallery: bool = False,
+                 backend: str = "auto", threads: int = 0):
         from ..engine.export import load_recognizer
+        from ..engine.onnx_model import inference_network
 
         self.model, self.config, self.meta, self.fingerprint = load_recognizer(model)
+        self.network = inference_network(model, self.model, self.config, self.fingerprint, backend, threads)
         self.metric = self.config.eval.metric
         self.root = Path(gallery_dir)
         self._gallery: store.Gallery | None = None
@@ -288,7 +291,8 @@ class Service:
         from ..data.corpus import PoseCorpus
         from ..evaluation.evaluate import embed_corpus
 
-        return embed_corpus(self.model, self.config, PoseCorpus.from_sequences(sequences, source="request"))
+        return embed_corpus(self.model, self.config, PoseCorpus.from_sequences(sequences, source="request"),
+                            network=self.network)
 
     def identify(self, embeddings: np.ndarray, names: list[str], top_k: int, threshold) -> tuple[store.Gallery, list]:
         from .identify import identify_embeddings
@@ -463,13 +467,14 @@ JSON_BODY = {"required": True}
 
 
 def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits: Limits = Limits(),
-               create_gallery: bool = False) -> FastAPI:
+               create_gallery: bool = False, backend: str = "auto", threads: int = 0) -> FastAPI:
     """The service for recogniser `model` (run folder or .safetensors) and gallery folder
     `gallery_dir` (with `create_gallery`, a missing or empty folder is created by the first
-    enrolment). Raises `BPMTError` if either is unusable, e.g. a gallery of another model."""
+    enrolment). Raises `BPMTError` if either is unusable, e.g. a gallery of another model.
+    `backend`, `threads`: what runs the network (`engine.onnx_model.inference_network`)."""
     from .. import __version__
 
-    service = Service(model, gallery_dir, create_gallery)
+    service = Service(model, gallery_dir, create_gallery, backend, threads)
     min_frames = limits.min_frames or model_min_frames(service.config)
     if min_frames > limits.max_frames:
         raise BPMTError(f"--max-frames {limits.max_frames} is below the minimum sequence length {min_frames}")
@@ -725,14 +730,16 @@ def openapi_with_requests(app: FastAPI, models: tuple[type[BaseModel], ...]) -> 
 def serve(model: str | os.PathLike, gallery_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
           limits: Limits = Limits(), threads: int = 1, access_log: bool = True,
           max_connections: int | None = None, announce: Callable[[str], None] = print,
-          create_gallery: bool = False) -> None:
+          create_gallery: bool = False, backend: str = "auto") -> None:
     """Load, bind `host:port`, serve until interrupted (SIGINT / SIGTERM finish open requests).
-    `threads` bounds torch's and FAISS's threads; `max_connections`: beyond it, 503;
-    `create_gallery`: see `create_app`."""
+    `threads` bounds torch's, ONNX Runtime's and FAISS's threads; `max_connections`: beyond it, 503;
+    `create_gallery`, `backend`: see `create_app`."""
     import socket
 
     import torch
     import uvicorn
+
+    from ..engine.onnx_model import backend_name
 
     torch.set_num_threads(threads)
     try:
@@ -741,7 +748,7 @@ def serve(model: str | os.PathLike, gallery_dir: str | os.PathLike, host: str = 
         faiss.omp_set_num_threads(threads)
     except (ImportError, AttributeError):
         pass
-    app = create_app(model, gallery_dir, limits, create_gallery)
+    app = create_app(model, gallery_dir, limits, create_gallery, backend, threads)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -753,7 +760,8 @@ def serve(model: str | os.PathLike, gallery_dir: str | os.PathLike, host: str = 
     service: Service = app.state.service
     current = service.gallery()
     held = f"generation {current.manifest.generation}, {len(current)} sequences" if current else "empty"
-    announce(f"bpmt serve: model {service.fingerprint[:12]}, gallery {service.root} ({held}) "
+    network = {"onnx": "ONNX Runtime", "torch": "torch"}[backend_name(service.network)]
+    announce(f"bpmt serve: model {service.fingerprint[:12]} ({network}), gallery {service.root} ({held}) "
              f"on http://{host}:{port} (API docs at /docs)")
     config = uvicorn.Config(app, log_level="info", access_log=access_log, limit_concurrency=max_connections,
                             timeout_graceful_shutdown=10)

@@ -12,6 +12,7 @@ import math
 import os
 import sys
 
+from ..cli import add_backend_arg
 from ..cli import positive_int as _positive
 
 # The service's defaults (`bpmt.serving.http`), repeated here so that `bpmt --help` does not import
@@ -49,17 +50,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     min_frames=args.min_frames, concurrency=args.concurrency)
     serve(args.model, args.gallery, host=args.host, port=args.port, limits=limits, threads=args.threads,
           access_log=not args.no_access_log, max_connections=args.max_connections,
-          announce=lambda line: print(line, file=sys.stderr, flush=True), create_gallery=args.create_gallery)
+          announce=lambda line: print(line, file=sys.stderr, flush=True), create_gallery=args.create_gallery,
+          backend=args.backend)
     return 0
 
 
 def register(sub) -> None:
     """Add this feature's subcommands to the `bpmt` parser."""
+    from ..engine.pretrained import DEFAULT_MODEL
+
     p = sub.add_parser("serve", help="HTTP API: POST /enroll, POST /identify, GET /gallery, GET /health",
                        description="Serve a recogniser and its gallery over HTTP (JSON; schema at /openapi.json, "
                                    "interactive docs at /docs). Keypoints are COCO-17 [x, y, confidence] in "
                                    "person-crop pixels, as in Gait3D.")
-    p.add_argument("model", metavar="MODEL", help="run folder of `bpmt train` or its exported model.safetensors")
+    p.add_argument("model", metavar="MODEL", nargs="?", default=DEFAULT_MODEL,
+                   help="run folder of `bpmt train`, its exported model.safetensors, or a shipped model's name "
+                        f"(`bpmt models`; default: {DEFAULT_MODEL})")
     p.add_argument("--gallery", required=True, metavar="DIR",
                    help="gallery folder made by `bpmt enroll` (a missing one is an error, as for `bpmt identify`)")
     p.add_argument("--create-gallery", action="store_true",
@@ -82,4 +88,5 @@ def register(sub) -> None:
     p.add_argument("--max-connections", type=_positive, default=64,
                    help="open connections and requests at once; beyond, 503 (default: %(default)s)")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    add_backend_arg(p)
     p.set_defaults(func=cmd_serve)

@@ -124,10 +124,16 @@ class Identifier:
     """A recogniser and a gallery loaded once; `refresh()` picks up newer gallery generations."""
 
     def __init__(self, model: str | os.PathLike, gallery_dir: str | os.PathLike,
-                 nprobe: int = search.DEFAULT_NPROBE, ef_search: int = search.DEFAULT_EF_SEARCH):
+                 nprobe: int = search.DEFAULT_NPROBE, ef_search: int = search.DEFAULT_EF_SEARCH,
+                 backend: str = "auto", threads: int | None = None):
+        """`backend`, `threads` (ONNX Runtime's; None = the config's `engine.threads`): what runs the
+        network, see `engine.onnx_model.inference_network`."""
         from ..engine.export import load_recognizer
+        from ..engine.onnx_model import inference_network
 
         self.model, self.config, self.meta, self.fingerprint = load_recognizer(model)
+        self.network = inference_network(model, self.model, self.config, self.fingerprint, backend,
+                                          self.config.engine.threads if threads is None else threads)
         self.gallery_dir = Path(gallery_dir)
         self.nprobe, self.ef_search = nprobe, ef_search
         self.gallery = self._open()
@@ -148,7 +154,7 @@ class Identifier:
         """`(N, E)` test embeddings of a `PoseCorpus`."""
         from ..evaluation.evaluate import embed_corpus
 
-        return embed_corpus(self.model, self.config, corpus, progress=progress)
+        return embed_corpus(self.model, self.config, corpus, progress=progress, network=self.network)
 
     def identify_corpus(self, corpus, top_k: int = 5, threshold: Threshold = "gallery",
                         progress: Callable[[int], None] | None = None) -> list[Identification]:
