@@ -4,6 +4,10 @@
   `opencv-doc` package: `apt-get download` (no root needed) and `dpkg-deb`, only that file kept.
 * `demo.mp4` (1768 x 994, 30 fps, 230 frames; a woman walking across, a man on a box) from the
   `sports2d` wheel on PyPI: `pip download --no-deps`, only that file kept.
+* Pose2Sim's synchronised 4-camera demos (portrait 1080 x 1920 or 1088 x 1920, 60 fps, 100 frames:
+  a man's throwing-like movement on a force plate; in `MultiPerson` a woman stands beside him) from
+  the `pose2sim` wheel on PyPI: one `pip download --no-deps` for all 8 videos, only those kept, in
+  the folder `pose2sim-0.10.49/` (moved into place whole, so it is complete or absent).
 
 The cache folder is `$BPMT_TEST_VIDEOS`, else `~/.cache/bpmt-test-videos`. A fetch that fails
 (no network, no apt) raises `FetchError` with the reason, which the tests turn into a skip.
@@ -23,6 +27,9 @@ from pathlib import Path
 OPENCV_DOC_MEMBER = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
 SPORTS2D = "sports2d==0.8.34"
 SPORTS2D_MEMBER = "Sports2D/Demo/demo.mp4"
+POSE2SIM = "pose2sim==0.10.49"
+POSE2SIM_DEMOS = ("SinglePerson", "MultiPerson")
+POSE2SIM_CAMERAS = ("cam01", "cam02", "cam03", "cam04")
 TIMEOUT_S = 300
 
 
@@ -42,6 +49,43 @@ def vtest_avi() -> Path:
 def demo_mp4() -> Path:
     """Path of Sports2D's `demo.mp4`, fetched from its PyPI wheel if not cached yet."""
     return _cached("demo.mp4", _fetch_demo)
+
+
+def pose2sim_videos() -> dict[str, Path]:
+    """Paths of Pose2Sim's demo videos keyed `"SinglePerson/cam01"` ... `"MultiPerson/cam04"`,
+    fetched from its PyPI wheel if not cached yet."""
+    folder = cache_dir() / f"pose2sim-{POSE2SIM.split('==')[1]}"
+    wanted = {f"{demo}/{camera}": folder / demo / f"{camera}.mp4"
+              for demo in POSE2SIM_DEMOS for camera in POSE2SIM_CAMERAS}
+    if not _complete(wanted.values()):
+        _cached_folder(folder, _fetch_pose2sim)
+        if not _complete(wanted.values()):
+            raise FetchError(f"{folder} lacks some of the {len(wanted)} Pose2Sim videos")
+    return wanted
+
+
+def _complete(paths) -> bool:
+    return all(path.is_file() and path.stat().st_size > 0 for path in paths)
+
+
+def _cached_folder(target: Path, fetch) -> None:
+    """Fill the cache folder `target` with what `fetch(work)` left in its returned folder: copied
+    beside `target` first, then renamed, so that `target` is either complete or absent."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FetchError(f"cannot create the cache folder {target.parent}: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="bpmt-fetch-") as work:
+        fetched = fetch(Path(work))
+        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(fetched, partial)
+        if target.exists():                     # an incomplete folder left by hand: replace it
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(partial, target)
+        except OSError:                         # another process put its copy in place first
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def _cached(name: str, fetch) -> Path:
@@ -111,3 +155,24 @@ def _fetch_demo(work: Path) -> Path:
     except (KeyError, zipfile.BadZipFile, OSError) as exc:
         raise FetchError(f"cannot take {SPORTS2D_MEMBER} out of {wheels[0].name}: {exc}") from None
     return work / "demo.mp4"
+
+
+def _fetch_pose2sim(work: Path) -> Path:
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(work), POSE2SIM],
+         work)
+    wheels = sorted(work.glob("pose2sim-*.whl"))
+    if not wheels:
+        raise FetchError(f"pip download {POSE2SIM} left no wheel")
+    out = work / "videos"
+    member = "?"
+    try:
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for demo in POSE2SIM_DEMOS:
+                (out / demo).mkdir(parents=True)
+                for camera in POSE2SIM_CAMERAS:
+                    member = f"Pose2Sim/Demo_{demo}/videos/{camera}.mp4"
+                    with wheel.open(member) as src, open(out / demo / f"{camera}.mp4", "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+    except (KeyError, zipfile.BadZipFile, OSError) as exc:
+        raise FetchError(f"cannot take {member} out of {wheels[0].name}: {exc}") from None
+    return out
