@@ -227,8 +227,8 @@ def _perturbing_hook():
     return hook
 
 
-def test_embedding_reads_t2_class_token_and_every_parts_t1_class_token():
-    """Catches: T2's class token dropped from the embedding; T1's class tokens computed but unread."""
+def test_embedding_reads_t2_class_token():
+    """Catches: T2's class token dropped from the embedding."""
     torch.manual_seed(0)
     model = BPMTRecognizer(tiny_model_config(), get_partition("default"), 5, num_classes=3).eval()
     features = torch.randn(2, 8, 17, 5)
@@ -238,18 +238,50 @@ def test_embedding_reads_t2_class_token_and_every_parts_t1_class_token():
     moved = model.forward_features(features, padding)
     handle.remove()
     assert not torch.allclose(base, moved), "T2's class token does not reach the embedding"
-    # T1's class token of each part: shift the reduced class feature only (tokens untouched)
-    for slot, reducer in enumerate(model.encoders.reducers):
-        calls = []
 
-        def shift_cls(module, args, output, calls=calls):
-            calls.append(args[0].dim())
-            return output + 1.0 if args[0].dim() == 2 else output     # (B, D) = the class token
 
-        handle = reducer.register_forward_hook(shift_cls)
-        moved = model.forward_features(features, padding)
-        handle.remove()
-        assert 2 in calls and not torch.allclose(base, moved), f"T1 class token of slot {slot} is not read"
+def test_t1_class_token_is_read_by_its_parts_tokens_and_by_the_phase1_decoder():
+    """T1's class token is the key/value every token of its part attends to (so its learned value
+    moves the part's tokens) and phase 1's decoder starts from its output. Catches: a class token
+    dropped from T1's attention or a decoder that ignores it."""
+    torch.manual_seed(0)
+    cfg = tiny_model_config()
+    encoders = build_encoders(cfg, get_partition("default"), 5).eval()
+    features = torch.randn(2, 8, 2, 5)
+    padding = torch.zeros(2, 8, dtype=torch.bool)
+    out = encoders.forward_part("left_arm", features, padding)
+    with torch.no_grad():
+        encoders.cls_tokens[encoders.parts.index("left_arm")] += 1.0
+    assert not torch.allclose(out.tokens, encoders.forward_part("left_arm", features, padding).tokens)
+
+    module = Phase1Pretrainer(build_encoders(cfg, get_partition("default"), 5), ["xy", "conf", "bone"],
+                              layer="iip", heads=2, decoder_depth=1, mask_ratio=0.5, mask_type="random").eval()
+    seen = []
+
+    def record_cls(mod, args, output):
+        seen.append(args[1].clone())                                     # the decoder's class-token input
+
+    handle = module.decoder.register_forward_hook(record_cls)
+    encoded_cls = []
+    real_encode = module.encode
+
+    def encode(*args):
+        inputs, encoded = real_encode(*args)
+        encoded_cls.append(encoded.cls)
+        return inputs, encoded
+
+    module.encode = encode
+    keypoints, padding = keypoint_inputs(frames=8)
+    module(keypoints, padding, torch.Generator().manual_seed(0))       # the real phase-1 step
+    handle.remove()
+    assert len(seen) == len(encoded_cls) == 5
+    assert all(torch.equal(a, b) for a, b in zip(seen, encoded_cls))
+    mask = module.draw_mask("left_arm", 4, 4, torch.Generator().manual_seed(0))
+    _, encoded = real_encode("left_arm", keypoints, padding, mask)
+    with torch.no_grad():
+        base = module.predict(module.decoder(encoded.tokens, encoded.cls, encoded.hidden & ~mask)[0])
+        moved = module.predict(module.decoder(encoded.tokens, encoded.cls + 1.0, encoded.hidden & ~mask)[0])
+    assert not torch.allclose(base, moved)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The BPMT recogniser: body parts -> T1 (per part) -> T2 fusion -> output fusion -> embedding -> head.
 
-The embedding reads T2's class token, each part's T1 class token, and the masked mean and max of
-each part's fused tokens (its T1 tokens cross-attended to T2's output).
+The embedding reads T2's class token and the masked mean and max of each part's fused tokens (its
+T1 tokens cross-attended to T2's output). T1's class tokens are not read here: each is the key and
+value every token of its part attends to in every layer, and phase 1's decoder starts from its
+output; reading it in the embedding as well was measured to hurt (docs/results.md).
 
 `forward_features` is the seam between pretraining and finetuning (it returns the pre-BN
 embedding); `forward_head` adds the BNNeck.
@@ -47,7 +49,7 @@ class BPMTRecognizer(nn.Module):
         self.encoders = build_encoders(cfg, partition, in_channels)
         width = self.encoders.out_dim
         self.fusion = build_fusion(cfg, partition, width)
-        self.embed = nn.Linear((3 * len(partition) + 1) * width, cfg.embed_dim)
+        self.embed = nn.Linear((2 * len(partition) + 1) * width, cfg.embed_dim)
         self.head = BNNeckHead(cfg.embed_dim, num_classes)
 
     def forward_features(self, features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
@@ -57,7 +59,7 @@ class BPMTRecognizer(nn.Module):
         pooled = [cls]                                                            # T2's class token (B, D)
         for part in parts.values():
             fused = self.fusion.fuse_part(part, z, z_hidden)                      # (B, J_p, Tt, D)
-            pooled += [part.cls, masked_mean_max(fused, part.hidden)]             # (B, D), (B, 2D)
+            pooled.append(masked_mean_max(fused, part.hidden))                  # (B, 2D)
         return self.embed(torch.cat(pooled, dim=-1))                              # (B, E)
 
     def forward_head(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
