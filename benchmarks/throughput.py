@@ -37,7 +37,7 @@ from bpmt.data.batches import PoseBatcher
 from bpmt.data.corpus import PoseCorpus
 from bpmt.data.io import Sequence
 from bpmt.data.transforms import num_channels
-from bpmt.engine.trainer import build_stage_module
+from bpmt.engine.stages import build_stage_module
 from bpmt.evaluation.embed import embed_sequences
 
 VARIANTS = {
@@ -66,7 +66,7 @@ def stage_inputs(stage: str, channels: int, frames: int, batch: int = 1) -> tupl
     padding = torch.zeros(batch, frames, dtype=torch.bool)
     if stage == "finetune":
         return features, padding, torch.arange(batch) % 4
-    return features, torch.randn(batch, frames, 17, 2), padding, torch.Generator().manual_seed(0)
+    return torch.randn(batch, frames, 17, 3), padding, torch.Generator().manual_seed(0)   # keypoints
 
 
 def forward_flops(module, inputs: tuple) -> int:
@@ -96,7 +96,7 @@ def batch_size_of(config, stage: str) -> int:
 def train_rate(stage: str, config, channels: int, steps: int = 3) -> float:
     """Training clips/s of one stage: best of `steps` optimiser steps (after one warm-up step)."""
     torch.manual_seed(0)
-    module = build_stage_module(stage, config, num_classes=64, previous=None).train()
+    module = build_stage_module(stage, config, 64).train()
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     size = batch_size_of(config, stage)
     inputs = stage_inputs(stage, channels, config.data.clip_len, size)
@@ -164,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, VARIANTS[name])
         channels = num_channels(config.data.channels)
         torch.manual_seed(0)
-        model = build_stage_module("finetune", config, 64, None).recognizer.eval()
+        model = build_stage_module("finetune", config, 64).recognizer.eval()
         row = {"parameters": sum(p.numel() for p in model.parameters()),
                "gflops_per_60_frame_clip": forward_flops(model, stage_inputs("finetune", channels, 60)[:2]) / 1e9}
         for stage in config.stages:
-            module = build_stage_module(stage, config, 64, None)
+            module = build_stage_module(stage, config, 64)
             # Two clips (BatchNorm trains on at least two), FLOPs per clip.
             row[f"gflops_per_60_frame_clip_{stage}"] = forward_flops(module, stage_inputs(stage, channels, 60, 2)) / 2e9
         row["embed_seq_per_s_batch1"] = embed_rate(model, config, corpus.select(range(16)), 1)

@@ -39,7 +39,7 @@ def test_identity_batch_is_p_by_k_and_deterministic():
 
 def test_variable_clip_lengths_stay_multiples_of_the_token_size():
     batcher = PoseBatcher(corpus(), DataConfig(clip_len=40, clip_min=16), frames_per_token=4)
-    lengths = {batcher.random_batch(np.random.default_rng(s), 3).features.shape[1] for s in range(30)}
+    lengths = {batcher.random_batch(np.random.default_rng(s), 3).keypoints.shape[1] for s in range(30)}
     assert len(lengths) > 2 and all(16 <= n <= 40 and n % 4 == 0 for n in lengths)
 
 

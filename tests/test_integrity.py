@@ -7,8 +7,6 @@ scratch copy and watching the test fail).
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
@@ -60,9 +58,9 @@ def test_phase1_encoder_is_blind_to_masked_coordinates(channels, mask_type):
         assert torch.equal(inputs, inputs2), f"{part}: the encoder's input depends on masked coordinates"
         assert torch.equal(out.tokens, out2.tokens) and torch.equal(out.cls, out2.cls), part
         # ... and the input is not blind to what it should see
-        visible_change = keypoints.clone()
-        visible_change[~padding] += 0.5
-        assert not torch.equal(inputs, module.encode(part, visible_change, padding, mask)[0])
+        visible_change = keypoints + torch.randn(keypoints.shape, generator=torch.Generator().manual_seed(9))
+        changed = module.encode(part, torch.where(visible[..., None], visible_change, keypoints), padding, mask)[0]
+        assert (inputs - changed).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("channels", CHANNEL_SETS, ids="-".join)
@@ -363,10 +361,3 @@ def test_a_stage_refuses_an_incomplete_predecessor_and_foreign_weights(tmp_path)
     wider.model.dim, wider.model.reduce_dims = 32, [32]
     with pytest.raises(CheckpointError, match="encoders of phase1 do not fit phase2"):
         build_stage_module("phase2", wider, 3, run)
-
-
-def test_every_pair_is_pretrained():
-    pairs = Phase2Pretrainer(build_encoders(tiny_model_config(), get_partition("default"), 5),
-                             build_fusion(tiny_model_config(), get_partition("default"), 12), ["xy", "conf", "bone"],
-                             mask_ratio=0.5, mask_type="tube", freeze_t1=False).pairs
-    assert sorted(pairs) == sorted(itertools.combinations(get_partition("default"), 2))

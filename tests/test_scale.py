@@ -235,9 +235,9 @@ def test_sharding_with_fewer_identities_than_the_global_batch():
 def test_sharded_random_batches_make_the_global_batch():
     batcher = PoseBatcher(_corpus(), DataConfig(clip_len=16, clip_min=0), frames_per_token=4)
     shards = [batcher.random_batch(np.random.default_rng(7), 3, Shard(rank, 2)) for rank in range(2)]
-    assert all(len(b.features) == 3 for b in shards)
+    assert all(len(b.keypoints) == 3 and b.features is None for b in shards)
     single = batcher.random_batch(np.random.default_rng(7), 6)
-    np.testing.assert_array_equal(torch.cat([b.features for b in shards]).numpy(), single.features.numpy())
+    np.testing.assert_array_equal(torch.cat([b.keypoints for b in shards]).numpy(), single.keypoints.numpy())
 
 
 # ---------------------------------------------------------------------------------------------

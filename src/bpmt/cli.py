@@ -396,6 +396,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.onnx:
         raise BPMTError("bpmt export: say what to export (--onnx); training already exported model.safetensors")
+    from .engine.export import resolve_model_path
+    from .engine.onnx_model import onnx_path_of
+
+    target = Path(args.out) if args.out else onnx_path_of(resolve_model_path(args.run))
+    if not os.access(target.parent if target.parent.exists() else ".", os.W_OK):
+        raise BPMTError(f"{target.parent}: not writable (an installed package's shipped model?); "
+                        "choose where to write with --out FILE.onnx")
     path, error = export_onnx(args.run, args.out, opset=args.opset, exporter=args.exporter)
     print(f"wrote {path} (+ {path.name}.json): the network ({args.exporter} exporter); "
           f"max |ONNX - torch| on the check batches {error:.2g}")

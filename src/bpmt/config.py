@@ -165,7 +165,9 @@ class Config:
         if self.data.clip_len < 2 * self.model.frames_per_token:
             raise ConfigError("data.clip_len must cover at least two tokens (2 x model.frames_per_token)")
         if self.data.clip_min and not 2 * self.model.frames_per_token <= self.data.clip_min <= self.data.clip_len:
-            raise ConfigError("data.clip_min must be 0 or lie in [2 x model.frames_per_token, data.clip_len]")
+            raise ConfigError(f"data.clip_min ({self.data.clip_min}; default 32) must be 0 or lie in "
+                              f"[2 x model.frames_per_token, data.clip_len ({self.data.clip_len})]: with a "
+                              "shorter data.clip_len set data.clip_min=0 (every clip clip_len frames long)")
         return self
 
 

@@ -56,6 +56,7 @@ def _run_demo(root: Path, subjects: int, sequences_per_subject: int, test_subjec
     from .engine.trainer import train
     from .evaluation.evaluate import embed_corpus, score_embeddings
     from .models.ensemble import Ensemble
+    from .models.handcrafted import corpus_features
 
     root.mkdir(parents=True, exist_ok=True)
     report(f"synthesising {subjects} walkers x {sequences_per_subject} sequences into {root / 'data'}")
@@ -69,9 +70,10 @@ def _run_demo(root: Path, subjects: int, sequences_per_subject: int, test_subjec
                 data_description=f"synthetic ({subjects}x{sequences_per_subject}, seed {seed})")
     model, config, _, _ = load_recognizer(run.root)
     test = corpus.select_ids(test_ids)
-    metrics = score_embeddings(embed_corpus(model, config, test, ensemble=False), test.names, test.subjects,
-                               config.eval.metric)
+    network = embed_corpus(model, config, test, ensemble=False)
+    metrics = score_embeddings(network, test.names, test.subjects, config.eval.metric)
     ensemble = None
-    if isinstance(model, Ensemble):
-        ensemble = score_embeddings(embed_corpus(model, config, test), test.names, test.subjects, config.eval.metric)
+    if isinstance(model, Ensemble):                 # the same network embeddings, fused with the LDA member
+        ensemble = score_embeddings(model(network, corpus_features(test)), test.names, test.subjects,
+                                    config.eval.metric)
     return DemoResult(root, run.root, data, train_ids, test_ids, metrics, ensemble, removed=False)

@@ -51,19 +51,22 @@ SINGLE_PROCESS = Shard()
 
 @dataclass
 class Batch:
-    features: torch.Tensor        # (B, T, 17, C) input channels (every real frame visible)
+    features: torch.Tensor | None  # (B, T, 17, C) input channels (every real frame visible); None for pretraining
     keypoints: torch.Tensor       # (B, T, 17, 3) normalised x, y, conf (masked pretraining derives its own channels)
     padding_mask: torch.Tensor    # (B, T) True = padded frame
     labels: torch.Tensor          # (B,) identity index (-1 when unknown)
 
     def to(self, device) -> "Batch":
-        return Batch(self.features.to(device), self.keypoints.to(device), self.padding_mask.to(device),
+        features = None if self.features is None else self.features.to(device)
+        return Batch(features, self.keypoints.to(device), self.padding_mask.to(device),
                      self.labels.to(device))
 
 
-def collate(clips: list[np.ndarray], channels: list[str], multiple: int, labels: list[int] | None = None) -> Batch:
+def collate(clips: list[np.ndarray], channels: list[str], multiple: int, labels: list[int] | None = None,
+            features: bool = True) -> Batch:
     """Normalised clips `[(T_i, 17, 3)]` -> a padded `Batch` (T padded to a multiple of `multiple`);
-    the channels of each clip are derived from its own frames only (padding is invisible)."""
+    the channels of each clip are derived from its own frames only (padding is invisible).
+    `features=False` leaves them out (masked pretraining derives its own after masking)."""
     longest = max(len(c) for c in clips)
     T = -(-longest // multiple) * multiple
     keypoints = np.zeros((len(clips), T, 17, 3), dtype=np.float32)
@@ -72,9 +75,9 @@ def collate(clips: list[np.ndarray], channels: list[str], multiple: int, labels:
         keypoints[i, :len(clip)] = clip
         padding[i, :len(clip)] = False
     keypoints_t, padding_t = torch.from_numpy(keypoints), torch.from_numpy(padding)
-    features = derive_channels(keypoints_t, channels, (~padding_t)[:, :, None].expand(-1, -1, 17))
+    derived = derive_channels(keypoints_t, channels, (~padding_t)[:, :, None].expand(-1, -1, 17)) if features else None
     label_array = np.asarray(labels if labels is not None else [-1] * len(clips), dtype=np.int64)
-    return Batch(features, keypoints_t, padding_t, torch.from_numpy(label_array))
+    return Batch(derived, keypoints_t, padding_t, torch.from_numpy(label_array))
 
 
 class PoseBatcher:
@@ -166,13 +169,15 @@ class PoseBatcher:
         return collate(clips, self.cfg.channels, self.multiple, labels)
 
     def random_batch(self, rng: np.random.Generator, size: int, shard: Shard = SINGLE_PROCESS) -> Batch:
-        """Uniformly random sequences (pretraining needs no identities); no Part-Mask. `size` per rank."""
+        """Uniformly random sequences (pretraining needs no identities); no Part-Mask; keypoints only
+        (`features` None: the pretrainers derive the channels after masking). `size` per rank."""
         picks = rng.integers(len(self.corpus), size=size * shard.world_size)
         length = self.clip_length(rng)
         seeds = rng.integers(2 ** 63, size=len(picks))                        # one generator per clip
         mine = shard.part(len(picks))
         return collate([self.train_clip(int(i), np.random.default_rng(int(seed)), part_mask=False, length=length)
-                        for i, seed in zip(picks[mine], seeds[mine])], self.cfg.channels, self.multiple)
+                        for i, seed in zip(picks[mine], seeds[mine])], self.cfg.channels, self.multiple,
+                       features=False)
 
     def test_chunks(self, index: int, flip: bool = False) -> list[np.ndarray]:
         """The whole normalised sequence, split into chunks of at most `test_max_len` frames."""

@@ -180,7 +180,7 @@ class OnnxNetwork:
     padding_mask (B, T) bool) -> (B, E) float32`, like the torch network's forward. Thread-safe
     (ONNX Runtime sessions may run concurrently, as `bpmt serve --concurrency` does)."""
 
-    def __init__(self, path: str | os.PathLike, threads: int = 0):
+    def __init__(self, path: str | os.PathLike, threads: int = 0, time_multiple: int = 1):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -188,6 +188,7 @@ class OnnxNetwork:
         from .threads import auto_threads
 
         self.path = Path(path)
+        self.time_multiple = time_multiple                 # T must be a multiple of it (frames_per_token)
         self.threads = threads or auto_threads()        # the same policy as torch's (`engine.threads`)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -210,6 +211,9 @@ class OnnxNetwork:
 
     def __call__(self, features: np.ndarray, padding_mask: np.ndarray) -> np.ndarray:
         """features `(B, T, 17, C)`, padding_mask `(B, T)` True = padded -> embedding `(B, E)` float32."""
+        if features.shape[1] % self.time_multiple:
+            raise ValueError(f"sequence length {features.shape[1]} is not a multiple of frames_per_token="
+                             f"{self.time_multiple}")
         return self.session.run(None, {"features": np.ascontiguousarray(features, dtype=np.float32),
                                        "padding_mask": np.ascontiguousarray(padding_mask, dtype=np.bool_)})[0]
 
@@ -237,7 +241,10 @@ def load_onnx_network(path: str | os.PathLike, fingerprint: str, channels: int, 
     if actual != info.get("onnx_sha256"):
         raise CheckpointError(f"{path}: changed since export (its SHA-256 does not match {sidecar.name}: "
                               "edited, truncated or replaced); re-export it with `bpmt export MODEL --onnx`")
-    network = OnnxNetwork(path, threads)
+    multiple = info.get("time_multiple", 1)
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise CheckpointError(f"{sidecar}: time_multiple must be a positive integer, found {multiple!r}")
+    network = OnnxNetwork(path, threads, multiple)
     if network.channels != channels:
         raise CheckpointError(f"{path}: takes {network.channels} input channels, the model's config {channels}")
     return network

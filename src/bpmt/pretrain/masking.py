@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ..skeleton import NUM_JOINTS
+
 
 def random_mask(batch: int, joints: int, steps: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
     """Mask `round(ratio * joints * steps)` random (joint, time-step) tokens per sample -> `(B, J, Tt)`."""
@@ -51,7 +53,7 @@ def visible_joints(padding_mask: torch.Tensor, token_masks: dict[str, torch.Tens
     """Which coordinates the encoder may see: padding_mask `(B, T)`, token_masks `{part: (B, J_p, Tt)}`
     True = masked out -> `(B, T, 17)` True = visible (a real frame, and not under a masked token)."""
     B, T = padding_mask.shape
-    visible = (~padding_mask)[:, :, None].repeat(1, 1, 17)                            # (B, T, 17)
+    visible = (~padding_mask)[:, :, None].repeat(1, 1, NUM_JOINTS)                    # (B, T, 17)
     for part, mask in token_masks.items():
         frames = mask.repeat_interleave(frames_per_token, dim=2).transpose(1, 2)      # (B, T, J_p)
         visible[:, :, joints[part]] &= ~frames
