@@ -53,13 +53,20 @@ def add_backend_arg(parser: argparse.ArgumentParser) -> None:
 def choose_network(args: argparse.Namespace, model_arg, model, config, fingerprint: str):
     """The network `--backend` asks for (ONNX Runtime with `engine.threads` threads, as torch gets);
     says on stderr when it is the ONNX file."""
-    from .engine.onnx_model import backend_name, inference_network
+    from .engine.onnx_model import inference_network
 
     network = inference_network(model_arg, model, config, fingerprint, getattr(args, "backend", "auto"),
                                 config.engine.threads)
+    announce_backend(network)
+    return network
+
+
+def announce_backend(network) -> None:
+    """Say on stderr when the network runs in ONNX Runtime."""
+    from .engine.onnx_model import backend_name
+
     if backend_name(network) == "onnx":
         print(f"network: ONNX Runtime ({network.path})", file=sys.stderr)
-    return network
 
 
 def load_data(args: argparse.Namespace, quiet: bool = False):

@@ -142,12 +142,11 @@ class Config:
             get_partition(self.data.partition)
         except ValueError as exc:
             raise ConfigError(f"data.partition: {exc}") from None
-        from .data.transforms import CHANNELS
-        if len(set(self.data.channels)) != len(self.data.channels) or not self.data.channels:
-            raise ConfigError(f"data.channels: must be a non-empty list without repeats, got {self.data.channels}")
-        for c in self.data.channels:
-            if c not in CHANNELS:
-                raise ConfigError(f"data.channels: unknown channel {c!r} (known: {', '.join(CHANNELS)})")
+        from .data.channels import check_channels
+        try:
+            check_channels(self.data.channels)
+        except ValueError as exc:
+            raise ConfigError(f"data.channels: {exc}") from None
         if self.data.center == "clip" and self.data.rotate:
             raise ConfigError("data.center=clip cannot be combined with data.rotate=true (rotation is about "
                               "each frame's neck)")

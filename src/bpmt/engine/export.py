@@ -31,6 +31,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def checked_sha256(path: Path, what: str) -> str:
+    """`file_sha256(path)`, an unreadable file being a CheckpointError naming it."""
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+
+
 def export_recognizer(model: nn.Module, config: Config, meta: dict, path: str | os.PathLike) -> Path:
     """Write `path` (.safetensors) and its `.json` sidecar atomically; returns the weights path."""
     from safetensors.torch import save_file
@@ -89,10 +97,7 @@ def load_recognizer(model: str | os.PathLike, device: str | torch.device = "cpu"
     info = read_json(sidecar, f"model description of {path.name}", CheckpointError)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise CheckpointError(f"{sidecar}: not a BPMT model description")
-    try:
-        fingerprint = file_sha256(path)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read weights ({exc.strerror or exc})") from None
+    fingerprint = checked_sha256(path, "weights")
     if fingerprint != info.get("sha256"):
         raise CheckpointError(f"{path}: weights do not match the fingerprint in {sidecar.name} "
                               "(file changed, truncated or from another model)")

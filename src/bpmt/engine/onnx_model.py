@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import BPMTError, CheckpointError
 from ..files import read_json
-from .export import file_sha256, resolve_model_path
+from .export import checked_sha256, file_sha256, resolve_model_path
 
 FORMAT = "bpmt-onnx"
 OPSET = 18                         # what both exporters write natively (the dynamo one converts down badly)
@@ -234,11 +234,7 @@ def load_onnx_network(path: str | os.PathLike, fingerprint: str, channels: int, 
         raise CheckpointError(f"{path}: stale - exported from other weights (SHA-256 {recorded}..., the model "
                               f"now has {fingerprint[:12]}...); re-export it with `bpmt export MODEL --onnx` "
                               "or use --backend torch")
-    try:
-        actual = file_sha256(path)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if actual != info.get("onnx_sha256"):
+    if checked_sha256(path, "it") != info.get("onnx_sha256"):
         raise CheckpointError(f"{path}: changed since export (its SHA-256 does not match {sidecar.name}: "
                               "edited, truncated or replaced); re-export it with `bpmt export MODEL --onnx`")
     multiple = info.get("time_multiple", 1)

@@ -142,9 +142,7 @@ def _identify_video(identifier, args: argparse.Namespace, threshold):
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    import sys
-
-    from ..engine.onnx_model import backend_name
+    from ..cli import announce_backend
     from .identify import Identifier
 
     if (args.data is None) == (args.video is None):
@@ -154,8 +152,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     threshold = None if args.no_threshold else ("gallery" if args.threshold is None else args.threshold)
     identifier = Identifier(args.model, args.gallery, nprobe=args.nprobe, ef_search=args.ef_search,
                             backend=args.backend)
-    if backend_name(identifier.network) == "onnx":
-        print(f"network: ONNX Runtime ({identifier.network.path})", file=sys.stderr)
+    announce_backend(identifier.network)
     if args.video is not None:
         results = _identify_video(identifier, args, threshold)
         source = args.video
