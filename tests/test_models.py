@@ -222,3 +222,59 @@ def test_models_build_from_default_config():
     cfg = Config()
     model = BPMTRecognizer(cfg.model, get_partition(cfg.data.partition), 7, num_classes=10)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+# The inference-speed rewrites (issue 17 §4) compute the same function as the plain per-part /
+# per-token code they replaced; these tests hold them to that.
+
+def test_cross_attention_to_other_parts_in_one_pass_equals_one_call_per_part():
+    from bpmt.models.attention import CrossAttention
+
+    attn = CrossAttention(D, heads=2).eval()
+    G, L = 4, 5
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randn(B, G, L, D, generator=g)
+    hidden = torch.rand(B, G, L, generator=g) < 0.3
+    hidden[1, 1:] = True            # sample 1: part 0's every other token is hidden (attend's fallback)
+    hidden[1, 0] = False
+    hidden[0, 2] = True             # sample 0: part 2 wholly hidden, the others see none of it
+    expected = []
+    for i in range(G):
+        others = [j for j in range(G) if j != i]
+        expected.append(attn(tokens[:, i], tokens[:, others].reshape(B, (G - 1) * L, D),
+                             hidden[:, others].reshape(B, (G - 1) * L)))
+    with torch.no_grad():
+        torch.testing.assert_close(attn.attend_others(tokens, hidden), torch.stack(expected, dim=1),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_fusing_all_parts_at_once_equals_fusing_each_part():
+    cfg = ModelConfig(dim=16, heads=2, t1_depth=1, t2_depth=1, frames_per_token=2, reduce_dims=[])
+    partition = get_partition("default")
+    encoders = build_encoders(cfg, partition, in_channels=3).eval()
+    fusion = build_fusion(cfg, partition, encoders.out_dim).eval()
+    g = torch.Generator().manual_seed(4)
+    features = torch.randn(B, 12, 17, 3, generator=g)
+    padding = torch.zeros(B, 12, dtype=torch.bool)
+    padding[1, 7:] = True
+    with torch.no_grad():
+        parts = encoders(features, padding)
+        z, _, z_hidden = fusion(parts)
+        together = fusion.fuse_parts(parts, z, z_hidden)
+        assert list(together) == list(parts)
+        for name, part in parts.items():            # one cross-attention per part, as the paper draws it
+            _, J, Tt, _ = part.tokens.shape
+            alone = fusion.out_cross(part.tokens.reshape(B, J * Tt, -1), z.reshape(B, -1, z.shape[-1]),
+                                     z_hidden.reshape(B, -1)).view(part.tokens.shape)
+            torch.testing.assert_close(together[name], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_a_time_table_first_made_while_embedding_serves_training():
+    from bpmt.models.part_encoder import time_encoding
+
+    time_encoding.cache_clear()
+    with torch.inference_mode():
+        first = time_encoding(7, 16)
+    weight = torch.ones(16, requires_grad=True)
+    (time_encoding(7, 16) * weight).sum().backward()     # an inference tensor would refuse this
+    assert time_encoding(7, 16) is first and weight.grad is not None

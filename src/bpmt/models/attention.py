@@ -33,6 +33,17 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
     return out.transpose(1, 2).reshape(N, Lq, D)
 
 
+def pack(tokens: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """tokens `(B, S, T, D)`, cls `(B, D)` -> rows `(B, 1+S*T, D)`, the class token first."""
+    B, S, T, D = tokens.shape
+    return torch.cat([cls[:, None], tokens.reshape(B, S * T, D)], dim=1)
+
+
+def unpack(x: torch.Tensor, S: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of `pack`: rows `(B, 1+S*T, D)` -> tokens `(B, S, T, D)`, cls `(B, D)`."""
+    return x[:, 1:].reshape(x.shape[0], S, T, x.shape[-1]), x[:, 0]
+
+
 class FeedForward(nn.Module):
     def __init__(self, dim: int, ratio: float, dropout: float = 0.0):
         super().__init__()
@@ -60,3 +71,25 @@ class CrossAttention(nn.Module):
         k, v = self.kv(context).chunk(2, dim=-1)                      # (B, Lk, D) each
         out = attend(self.q(queries), k, v, self.heads, context_hidden)  # (B, Lq, D)
         return self.norm(queries + self.drop(self.proj(out)))
+
+    def attend_others(self, tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Each group's tokens attend to every *other* group's tokens, all groups in one pass.
+
+        tokens `(B, G, L, D)`, hidden `(B, G, L)` -> `(B, G, L, D)`; equal to calling `forward` once
+        per group g with the other groups' tokens as context (queries and keys/values are computed
+        once; a group's own keys are hidden instead of cut out).
+        """
+        B, G, L, D = tokens.shape
+        flat = tokens.reshape(B, G * L, D)
+        q = self.q(flat).view(B * G, L, D)
+        k, v = self.kv(flat).chunk(2, dim=-1)                                   # (B, G*L, D) each
+        group = torch.arange(G * L, device=tokens.device) // L                  # each key's group
+        own = group[None, :] == torch.arange(G, device=tokens.device)[:, None]  # (G, G*L) True = own key
+        key_hidden = hidden.reshape(B, 1, G * L) | own                          # (B, G, G*L)
+        # `attend` lets a row whose keys are all hidden see them all; here "all" = the other groups'.
+        key_hidden = key_hidden & (~key_hidden.all(dim=-1, keepdim=True) | own)
+        out = attend(q, k[:, None].expand(B, G, G * L, D).reshape(B * G, G * L, D),
+                     v[:, None].expand(B, G, G * L, D).reshape(B * G, G * L, D), self.heads,
+                     key_hidden.reshape(B * G, G * L))                           # (B*G, L, D)
+        return self.norm(tokens + self.drop(self.proj(out)).view(B, G, L, D))
+

@@ -15,13 +15,13 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..skeleton import NUM_JOINTS
-from .heads import BNNeckHead
+from .heads import BNNeckHead, EmbeddingNetwork
 from .part_encoder import time_encoding, token_padding
 from .recognizer import masked_mean_max
 from .stack import GridTransformer
 
 
-class FrameTransformerRecognizer(nn.Module):
+class FrameTransformerRecognizer(EmbeddingNetwork):
     def __init__(self, cfg: ModelConfig, in_channels: int, num_classes: int):
         super().__init__()
         self.frames_per_token = cfg.frames_per_token
@@ -34,20 +34,13 @@ class FrameTransformerRecognizer(nn.Module):
 
     def forward_features(self, features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """features `(B, T, 17, C)`, padding_mask `(B, T)` True = padded -> embedding `(B, E)`."""
-        B, T, J, C = features.shape
+        B, T, _, _ = features.shape
         p = self.frames_per_token
         if T % p:
             raise ValueError(f"sequence length {T} is not a multiple of frames_per_token={p}")
-        tokens = self.proj(features.reshape(B, T // p, p * J * C))                   # (B, Tt, D)
+        tokens = self.proj(features.reshape(B, T // p, -1))                           # (B, Tt, p*17*C)->(B, Tt, D)
         tokens = tokens + time_encoding(T // p, tokens.shape[-1], tokens.device)[None]
         hidden = token_padding(padding_mask, p)                                       # (B, Tt)
         # One spatial unit per time step: the grid transformer's (B, S=1, Tt, D) layout.
         out, cls = self.transformer(tokens[:, None], self.cls_token.expand(B, -1), hidden[:, None])
         return self.embed(torch.cat([cls, masked_mean_max(out, hidden[:, None])], dim=-1))
-
-    def forward_head(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(embedding)
-
-    def forward(self, features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """Test-time embedding: the post-BN feature `(B, E)`."""
-        return self.forward_head(self.forward_features(features, padding_mask))[0]

@@ -2,7 +2,8 @@
 
 1. Each part's T1 tokens are pooled over its joints into one part token per time step.
 2. Cross-attention between parts: each part's time tokens attend to the other parts' tokens
-   (for a pair (i, j): i attends to j and j to i; for five parts: each to the four others).
+   (for a pair (i, j): i attends to j and j to i; for five parts: each to the four others),
+   all parts in one pass (`CrossAttention.attend_others`).
 3. T2 = a grid transformer with S = part tokens (IIP: S-IIPA across parts per time step,
    T-IIPA along time per part) and its own class token.
 4. Output fusion: each part's T1 tokens (queries) attend to T2's output (context). Phase 2's
@@ -50,18 +51,19 @@ class PartFusion(nn.Module):
         tokens = tokens + self.part_embed[index][None, :, None, :]
         B, P, Tt, D = tokens.shape
         if P > 1:
-            crossed = []
-            for i in range(P):
-                others = [j for j in range(P) if j != i]
-                context = tokens[:, others].reshape(B, (P - 1) * Tt, D)              # (B, (P-1)Tt, D)
-                context_hidden = hidden[:, others].reshape(B, (P - 1) * Tt)
-                crossed.append(self.cross(tokens[:, i], context, context_hidden))    # (B, Tt, D)
-            tokens = torch.stack(crossed, dim=1)                                     # (B, P, Tt, D)
+            tokens = self.cross.attend_others(tokens, hidden)                        # (B, P, Tt, D)
         z, cls = self.t2(tokens, self.cls_token.expand(B, -1), hidden)
         return z, cls, hidden
 
-    def fuse_part(self, part: PartFeatures, z: torch.Tensor, z_hidden: torch.Tensor) -> torch.Tensor:
-        """A part's T1 tokens `(B, J_p, Tt, D)` attend to T2's output `(B, P, Tt, D)` -> `(B, J_p, Tt, D)`."""
-        B, J, Tt, D = part.tokens.shape
-        out = self.out_cross(part.tokens.reshape(B, J * Tt, D), z.reshape(B, -1, D), z_hidden.reshape(B, -1))
-        return out.view(B, J, Tt, D)
+    def fuse_parts(self, parts: dict[str, PartFeatures], z: torch.Tensor,
+                   z_hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each part's T1 tokens `(B, J_p, Tt, D)` attend to T2's output `(B, P, Tt, D)` -> `{part: (B, J_p, Tt, D)}`.
+
+        One cross-attention for all parts (their queries side by side; queries never see each other).
+        """
+        B, _, _, D = z.shape
+        shapes = [p.tokens.shape for p in parts.values()]
+        queries = torch.cat([p.tokens.reshape(B, -1, D) for p in parts.values()], dim=1)   # (B, sum J_p*Tt, D)
+        out = self.out_cross(queries, z.reshape(B, -1, D), z_hidden.reshape(B, -1))
+        sizes = [shape[1] * shape[2] for shape in shapes]
+        return {name: chunk.view(shape) for name, chunk, shape in zip(parts, out.split(sizes, dim=1), shapes)}

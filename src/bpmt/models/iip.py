@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .attention import FeedForward, attend
+from .attention import FeedForward, attend, pack, unpack
 
 
 class IIPAttention(nn.Module):
@@ -36,27 +36,34 @@ class IIPAttention(nn.Module):
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens `(B, S, T, D)`, cls `(B, D)`, hidden `(B, S, T)` True = not a key."""
         B, S, T, D = tokens.shape
-        q, k, v = self.qkv(tokens).chunk(3, dim=-1)               # (B, S, T, D) each
-        qc, kc, vc = self.qkv(cls).chunk(3, dim=-1)               # (B, D) each
+        return unpack(self.forward_packed(pack(tokens, cls), S, T, hidden), S, T)
+
+    def forward_packed(self, x: torch.Tensor, S: int, T: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The same on packed rows: x `(B, 1+S*T, D)` = the class token, then the tokens in (S, T) order.
+
+        Every per-token map (qkv, f_intra, the output projection) runs once over all rows, the
+        class token's included; only the attention differs between the grid tokens and the class token.
+        """
+        B, _, D = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)                    # (B, 1+ST, D) each
+        intra = self.intra(v)                                     # f_intra(V), every row
+        q_, k_, v_ = (t[:, 1:].reshape(B, S, T, D) for t in (q, k, v))
+        hid = hidden
         if self.axis == "spatial":                                # groups = time steps
-            q_, k_, v_, hid = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), hidden.transpose(1, 2)
-        else:                                                     # groups = units
-            q_, k_, v_, hid = q, k, v, hidden
-        G, L = q_.shape[1], q_.shape[2]                           # q_ (B, G, L, D)
-        keys = torch.cat([k_, kc[:, None, None, :].expand(B, G, 1, D)], dim=2)    # (B, G, L+1, D)
-        values = torch.cat([v_, vc[:, None, None, :].expand(B, G, 1, D)], dim=2)  # (B, G, L+1, D)
+            q_, k_, v_, hid = q_.transpose(1, 2), k_.transpose(1, 2), v_.transpose(1, 2), hidden.transpose(1, 2)
+        G, L = q_.shape[1], q_.shape[2]                           # q_ (B, G, L, D); groups = units if temporal
+        keys = torch.cat([k_, k[:, None, :1].expand(B, G, 1, D)], dim=2)          # (B, G, L+1, D)
+        values = torch.cat([v_, v[:, None, :1].expand(B, G, 1, D)], dim=2)        # (B, G, L+1, D)
         key_hidden = torch.cat([hid, hid.new_zeros(B, G, 1)], dim=2)              # (B, G, L+1)
         out = attend(q_.reshape(B * G, L, D), keys.reshape(B * G, L + 1, D),
                      values.reshape(B * G, L + 1, D), self.heads, key_hidden.reshape(B * G, L + 1))
-        out = out.view(B, G, L, D) + self.intra(v_)               # (B, G, L, D)
+        out = out.view(B, G, L, D)
         if self.axis == "spatial":
             out = out.transpose(1, 2)                             # (B, S, T, D)
-
-        all_keys = torch.cat([kc[:, None], k.reshape(B, S * T, D)], dim=1)        # (B, 1+ST, D)
-        all_values = torch.cat([vc[:, None], v.reshape(B, S * T, D)], dim=1)
-        all_hidden = torch.cat([hidden.new_zeros(B, 1), hidden.reshape(B, S * T)], dim=1)
-        cls_out = attend(qc[:, None], all_keys, all_values, self.heads, all_hidden)[:, 0] + self.intra(vc)
-        return self.proj(out), self.proj(cls_out)
+        # The class token attends to itself and all S*T tokens: the packed rows are exactly its keys.
+        all_hidden = torch.cat([hidden.new_zeros(B, 1), hidden.reshape(B, S * T)], dim=1)   # (B, 1+ST)
+        cls_out = attend(q[:, :1], k, v, self.heads, all_hidden)                   # (B, 1, D)
+        return self.proj(torch.cat([cls_out, out.reshape(B, S * T, D)], dim=1) + intra)
 
 
 class IIPLayer(nn.Module):
@@ -73,8 +80,11 @@ class IIPLayer(nn.Module):
     def forward(self, tokens: torch.Tensor, cls: torch.Tensor,
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens `(B, S, T, D)`, cls `(B, D)`, hidden `(B, S, T)` -> same shapes."""
-        t, c = self.spatial(tokens, cls, hidden)
-        tokens, cls = self.norm1(tokens + self.drop(t)), self.norm1(cls + self.drop(c))
-        t, c = self.temporal(tokens, cls, hidden)
-        tokens, cls = self.norm2(tokens + self.drop(t)), self.norm2(cls + self.drop(c))
-        return self.norm3(tokens + self.drop(self.ffn(tokens))), self.norm3(cls + self.drop(self.ffn(cls)))
+        B, S, T, D = tokens.shape
+        return unpack(self.forward_packed(pack(tokens, cls), S, T, hidden), S, T)
+
+    def forward_packed(self, x: torch.Tensor, S: int, T: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The same on packed rows `(B, 1+S*T, D)` (`pack`): norms and FFN run once over all rows."""
+        x = self.norm1(x + self.drop(self.spatial.forward_packed(x, S, T, hidden)))
+        x = self.norm2(x + self.drop(self.temporal.forward_packed(x, S, T, hidden)))
+        return self.norm3(x + self.drop(self.ffn(x)))

@@ -10,6 +10,7 @@ the transformer and FC layers are shared across parts or separate, by config.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -27,13 +28,19 @@ class PartFeatures:
     hidden: torch.Tensor     # (B, J_p, Tt) True = padded or masked-out token
 
 
+@functools.lru_cache(maxsize=64)
 def time_encoding(steps: int, dim: int, device=None) -> torch.Tensor:
-    """Sinusoidal encoding `(steps, dim)`; works for any sequence length at test time."""
-    position = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    enc = torch.zeros(steps, dim, device=device)
-    enc[:, 0::2] = torch.sin(position * freq)
-    enc[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    """Sinusoidal encoding `(steps, dim)`; works for any sequence length at test time.
+
+    Cached per (steps, dim, device) — read-only, a constant of every forward pass — and built
+    outside inference mode so that a table first made while embedding can serve training too.
+    """
+    with torch.inference_mode(False):
+        position = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
+        freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+        enc = torch.zeros(steps, dim, device=device)
+        enc[:, 0::2] = torch.sin(position * freq)
+        enc[:, 1::2] = torch.cos(position * freq[: dim // 2])
     return enc
 
 
@@ -41,6 +48,15 @@ def token_padding(padding_mask: torch.Tensor, frames_per_token: int) -> torch.Te
     """Frame padding `(B, T)` -> time-step padding `(B, T / frames_per_token)` (all frames padded)."""
     B, T = padding_mask.shape
     return padding_mask.view(B, T // frames_per_token, frames_per_token).all(dim=-1)
+
+
+def patchify(values: torch.Tensor, frames_per_token: int) -> torch.Tensor:
+    """Per-joint temporal patches: `(B, T, J, C)` -> `(B, J, T / p, p * C)`, frames in time order."""
+    B, T, J, C = values.shape
+    p = frames_per_token
+    if T % p:
+        raise ValueError(f"sequence length {T} is not a multiple of frames_per_token={p}")
+    return values.view(B, T // p, p, J, C).permute(0, 3, 1, 2, 4).reshape(B, J, T // p, p * C)
 
 
 class PartTokenizer(nn.Module):
@@ -55,12 +71,9 @@ class PartTokenizer(nn.Module):
                 token_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """features `(B, T, J_p, C)`, padding_mask `(B, T)`, token_mask `(B, J_p, Tt)` True = masked out
         -> tokens `(B, J_p, Tt, D)`, hidden `(B, J_p, Tt)`."""
-        B, T, J, C = features.shape
+        B, T, J, _ = features.shape
         p = self.frames_per_token
-        if T % p:
-            raise ValueError(f"sequence length {T} is not a multiple of frames_per_token={p}")
-        patches = features.view(B, T // p, p, J, C).permute(0, 3, 1, 2, 4).reshape(B, J, T // p, p * C)
-        tokens = self.proj(patches)                                                   # (B, J, Tt, D)
+        tokens = self.proj(patchify(features, p))                                     # (B, J, Tt, D)
         if token_mask is not None:
             tokens = torch.where(token_mask[..., None], self.mask_token.to(tokens.dtype), tokens)
         tokens = tokens + self.joint_embed[None, :, None, :] + time_encoding(T // p, tokens.shape[-1], tokens.device)[None, None]

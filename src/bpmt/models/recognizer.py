@@ -17,7 +17,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..skeleton import Partition
 from .fusion import PartFusion
-from .heads import BNNeckHead
+from .heads import BNNeckHead, EmbeddingNetwork
 from .part_encoder import PartEncoders, PartFeatures
 
 
@@ -43,7 +43,7 @@ def masked_mean_max(tokens: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, peak], dim=-1)
 
 
-class BPMTRecognizer(nn.Module):
+class BPMTRecognizer(EmbeddingNetwork):
     def __init__(self, cfg: ModelConfig, partition: Partition, in_channels: int, num_classes: int):
         super().__init__()
         self.encoders = build_encoders(cfg, partition, in_channels)
@@ -57,17 +57,10 @@ class BPMTRecognizer(nn.Module):
         parts: dict[str, PartFeatures] = self.encoders(features, padding_mask)
         z, cls, z_hidden = self.fusion(parts)
         pooled = [cls]                                                            # T2's class token (B, D)
-        for part in parts.values():
-            fused = self.fusion.fuse_part(part, z, z_hidden)                      # (B, J_p, Tt, D)
-            pooled.append(masked_mean_max(fused, part.hidden))                  # (B, 2D)
+        fused = self.fusion.fuse_parts(parts, z, z_hidden)                        # {part: (B, J_p, Tt, D)}
+        for name, part in parts.items():
+            pooled.append(masked_mean_max(fused[name], part.hidden))            # (B, 2D)
         return self.embed(torch.cat(pooled, dim=-1))                              # (B, E)
-
-    def forward_head(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(embedding)
-
-    def forward(self, features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
-        """Test-time embedding: the post-BN feature `(B, E)`."""
-        return self.forward_head(self.forward_features(features, padding_mask))[0]
 
 
 def build_recognizer(cfg: ModelConfig, partition: Partition, in_channels: int, num_classes: int) -> nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .attention import pack, unpack
 from .iip import IIPLayer
 from .vanilla import VanillaLayer
 
@@ -22,6 +23,8 @@ class GridTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, cls: torch.Tensor,
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, S, T, D = tokens.shape
+        x = pack(tokens, cls)                                   # (B, 1+S*T, D): packed once for all layers
         for layer in self.layers:
-            tokens, cls = layer(tokens, cls, hidden)
-        return tokens, cls
+            x = layer.forward_packed(x, S, T, hidden)
+        return unpack(x, S, T)

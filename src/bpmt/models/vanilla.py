@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import FeedForward, attend
+from .attention import FeedForward, attend, pack, unpack
 
 
 class VanillaLayer(nn.Module):
@@ -24,10 +24,12 @@ class VanillaLayer(nn.Module):
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens `(B, S, T, D)`, cls `(B, D)`, hidden `(B, S, T)` True = not a key -> same shapes."""
         B, S, T, D = tokens.shape
-        x = torch.cat([cls[:, None], tokens.reshape(B, S * T, D)], dim=1)               # (B, 1+ST, D)
+        return unpack(self.forward_packed(pack(tokens, cls), S, T, hidden), S, T)
+
+    def forward_packed(self, x: torch.Tensor, S: int, T: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The same on packed rows `(B, 1+S*T, D)` (`pack`), the class token first."""
+        B = x.shape[0]
         key_hidden = torch.cat([hidden.new_zeros(B, 1), hidden.reshape(B, S * T)], dim=1)
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         x = self.norm1(x + self.drop(self.proj(attend(q, k, v, self.heads, key_hidden))))
-        x = self.norm2(x + self.drop(self.ffn(x)))
-        return x[:, 1:].reshape(B, S, T, D), x[:, 0]
-
+        return self.norm2(x + self.drop(self.ffn(x)))

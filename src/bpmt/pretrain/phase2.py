@@ -64,8 +64,9 @@ class Phase2Pretrainer(nn.Module):
         _, encoded = self.encode(keypoints, padding_mask, masks)
         z, _, z_hidden = self.fusion(encoded)
         losses = {}
+        fused_parts = self.fusion.fuse_parts(encoded, z, z_hidden)
         for part, mask in masks.items():
-            fused = self.fusion.fuse_part(encoded[part], z, z_hidden)                # (B, J_p, Tt, D)
+            fused = fused_parts[part]                                                # (B, J_p, Tt, D)
             target = patch_targets(keypoints[:, :, self.encoders.joints[part], :2], self.encoders.frames_per_token)
             padded = encoded[part].hidden & ~mask
             losses[part] = masked_l2(self.predict(fused), target, mask & ~padded)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from ..models.part_encoder import patchify
+
 
 def patch_targets(coords: torch.Tensor, frames_per_token: int) -> torch.Tensor:
     """Joint coordinates `(B, T, J_p, 2)` -> per-token targets `(B, J_p, Tt, p*2)`, normalised per
     sample and part to zero mean and unit variance (MAE's normalised-pixel targets)."""
-    B, T, J, C = coords.shape
-    p = frames_per_token
-    patches = coords.view(B, T // p, p, J, C).permute(0, 3, 1, 2, 4).reshape(B, J, T // p, p * C)
+    patches = patchify(coords, frames_per_token)
     mean = patches.mean(dim=(1, 2, 3), keepdim=True)
     std = patches.std(dim=(1, 2, 3), keepdim=True)
     return (patches - mean) / (std + 1e-6)
