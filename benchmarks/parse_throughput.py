@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bpmt.data.cache import build_cache, load_cache
-from bpmt.data.io import list_sequence_dirs, resolve_gait3d_root
+from bpmt.data.gait3d import list_sequence_dirs, resolve_gait3d_root
 
 DEFAULT_TARBALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "gait3d-2d-poses-38ids.tar.gz"
 TARGET_FILES_PER_S = 50_000

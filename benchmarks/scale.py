@@ -92,7 +92,7 @@ def stage_prepare(p: dict) -> dict:
     from tqdm import tqdm
 
     from bpmt.data.cache import build_cache
-    from bpmt.data.io import list_sequence_dirs
+    from bpmt.data.gait3d import list_sequence_dirs
 
     root = Path(p["data"]) / "2D_Poses"
     start = time.perf_counter()

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from bpmt.data.io import read_gait3d
+from bpmt.data.gait3d import read_gait3d
 from bpmt.data.synth import write_synthetic
 from bpmt.models.handcrafted import handcrafted_features, standardize
 from bpmt.evaluation.protocols import leave_one_out

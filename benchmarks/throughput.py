@@ -35,7 +35,7 @@ import torch
 from bpmt.config import load_config
 from bpmt.data.batches import PoseBatcher
 from bpmt.data.corpus import PoseCorpus
-from bpmt.data.io import Sequence
+from bpmt.data.sequence import Sequence
 from bpmt.data.transforms import num_channels
 from bpmt.engine.stages import build_stage_module
 from bpmt.evaluation.embed import embed_sequences

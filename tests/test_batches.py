@@ -8,7 +8,7 @@ import pytest
 from bpmt.config import DataConfig
 from bpmt.data.batches import PoseBatcher
 from bpmt.data.corpus import PoseCorpus
-from bpmt.data.io import Sequence
+from bpmt.data.sequence import Sequence
 from bpmt.errors import DataError
 
 

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY_TRAIN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +55,30 @@ def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp
     fused_cells = f"{fused['rank1']:.1f} ± 0.0 / {fused['mAP']:.1f} ± 0.0"
     assert rows[2].endswith(f"| {fused_cells} |")
     assert rows[3].startswith("| training-free floor |") and rows[3].endswith("| — |")
+
+    # Test-time read-outs of the same trained run: the default row reproduces the protocol's figures.
+    test_time = load("test_time")
+    read_outs = tmp_path / "test_time.json"
+    assert test_time.main(["--runs", str(out / "tiny"), "--data", str(serving_synth), "--folds", str(folds),
+                           "--threads", "1", "--json", str(read_outs)]) == 0
+    variants = json.loads(read_outs.read_text())["variants"]
+    assert variants["chunked (default)"]["runs"][0] == {c: run[c] for c in ("rank1", "rank5", "mAP", "mINP")}
+    assert set(variants) == {"chunked (default)", "whole", "pre-BN", "whole, pre-BN", "no flip"}
+
+    # Two invocations of one variant (here: the same fold under two seed labels) merge into one table.
+    merge = load("protocol_merge")
+    other = json.loads(result.read_text())
+    other["runs"][0]["label"], other["seeds"] = "s1 f1", [1]
+    other["runs"][0]["rank1"] = run["rank1"] + 10
+    (tmp_path / "seed1.json").write_text(json.dumps(other))
+    assert merge.main([str(result), str(tmp_path / "seed1.json"), "--json", str(tmp_path / "both.json")]) == 0
+    both = json.loads((tmp_path / "both.json").read_text())
+    assert both["seeds"] == [0, 1] and len(both["runs"]) == 2
+    assert abs(both["summary"]["rank1"]["mean"] - (run["rank1"] + 5)) < 1e-9
+    with pytest.raises(SystemExit, match="appears twice"):
+        merge.merge([data, data])
+    with pytest.raises(SystemExit, match="another variant"):
+        merge.merge([data, {**other, "overrides": [*other["overrides"], "model.dim=8"]}])
 
 
 def test_ablation_table_refuses_files_it_cannot_compare(tmp_path, capsys):

@@ -13,7 +13,7 @@ import pytest
 from bpmt.data import cache as cache_module
 from bpmt.data.cache import build_cache, is_cache, load_cache
 from bpmt.data.corpus import PoseCorpus
-from bpmt.data.io import read_gait3d
+from bpmt.data.gait3d import read_gait3d
 from bpmt.errors import DataError
 
 TREE = {

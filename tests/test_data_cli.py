@@ -144,7 +144,23 @@ def test_on_error_skip_reports_count(capsys, bad_tree):
     assert main(["stats", str(root), "--on-error", "skip", "--workers", "1"]) == 0
     captured = capsys.readouterr()
     assert "skipped: 1 x value 3 is not a number" in captured.out
-    assert "warning:" in captured.err and str(bad) not in captured.out
+    assert "skipped" not in captured.err and str(bad) not in captured.out      # said once, on stdout
+
+
+def test_on_error_skip_summary_is_printed_once(capsys, bad_tree, tmp_path):
+    """However many files a command skips, it prints one summary line: not one per file, and not
+    the same summary twice (stats used to warn on stderr and report on stdout)."""
+    root, bad = bad_tree
+    (bad.parent / "human_crop_f4.txt").write_text("1,2")                     # a second bad file
+    commands = {"stats": ["stats", root],
+                "prepare": ["prepare", "gait3d", root, "--out", tmp_path / "skipped.cache"],
+                "show": ["show", root, "--sequence", "0001-camid1_videoid2-seq0", "--out", tmp_path / "seq.png"]}
+    for name, argv in commands.items():
+        assert main([*map(str, argv), "--on-error", "skip", "--workers", "1"]) == 0, name
+        captured = capsys.readouterr()
+        lines = [line for line in (captured.out + captured.err).splitlines() if "skipped" in line]
+        assert len(lines) == 1, (name, lines)
+        assert "value 3 is not a number" in lines[0] and "found 2" in lines[0], (name, lines)
 
 
 def test_prepare_then_stats(capsys, bad_tree, tmp_path):

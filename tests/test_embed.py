@@ -12,10 +12,10 @@ import torch
 from bpmt.config import load_config
 from bpmt.data.batches import PoseBatcher, collate
 from bpmt.data.corpus import PoseCorpus
-from bpmt.data.io import Sequence
-from bpmt.data.transforms import mirror, random_flip
+from bpmt.data.sequence import Sequence
+from bpmt.data.transforms import random_flip
 from bpmt.evaluation.embed import embed_sequences
-from bpmt.skeleton import FLIP_PERMUTATION
+from bpmt.skeleton import FLIP_PERMUTATION, flip_keypoints
 
 
 def reference_embeddings(model, batcher: PoseBatcher, batch_size: int, flip: bool) -> np.ndarray:
@@ -73,11 +73,11 @@ def test_embed_sequences_equals_the_reference_loop(batch_size, flip):
     assert got.dtype == np.float32 and np.array_equal(got, expected)
 
 
-def test_mirror_is_the_certain_flip():
+def test_test_time_flip_is_the_certain_random_flip():
     keypoints = np.random.default_rng(1).normal(size=(7, 17, 3)).astype(np.float32)
     expected = keypoints[:, list(FLIP_PERMUTATION)].copy()
     expected[..., 0] *= -1
-    assert np.array_equal(mirror(keypoints), expected)
+    assert np.array_equal(flip_keypoints(keypoints), expected) and flip_keypoints(keypoints).dtype == np.float32
     assert np.array_equal(random_flip(keypoints, np.random.default_rng(0), p=1.0), expected)
-    assert np.array_equal(mirror(mirror(keypoints)), keypoints)
-    assert mirror(keypoints) is not keypoints and not np.shares_memory(mirror(keypoints), keypoints)
+    assert np.array_equal(flip_keypoints(flip_keypoints(keypoints)), keypoints)
+    assert not np.shares_memory(flip_keypoints(keypoints), keypoints)

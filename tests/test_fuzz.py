@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bpmt.data.io import (ASCII_SPACE, FIELDS_PER_FILE, MAX_ABS_VALUE, SequenceDir, _fast_parse, parse_frame_text,
-                          parse_pose_json, read_sequence_dir)
+from bpmt.data.gait3d import (ASCII_SPACE, FIELDS_PER_FILE, SequenceDir, _fast_parse, parse_frame_text,
+                              read_sequence_dir)
+from bpmt.data.pose_json import parse_pose_json
+from bpmt.data.sequence import MAX_ABS_VALUE
 from bpmt.errors import DataError
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

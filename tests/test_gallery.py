@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from bpmt.cli import main
 from bpmt.serving import gallery as store
 from bpmt.serving import search
 from bpmt.serving.calibrate import (_round_down, calibrate, equal_error_rate, far_frr, open_set_scores,
-                                    threshold_at_far)
+                                    threshold_at_far, threshold_decimals)
 from bpmt.serving.identify import Identification, Match, identify_embeddings, rank_identities
 
 IDS = [f"{i:04d}" for i in range(8)]
@@ -176,7 +177,7 @@ def test_identify_held_out_sequences(capsys, enrolled, tiny_model, split_data):
     text = run_ok(capsys, "identify", tiny_model, "--gallery", enrolled, "--data", split_data[1],
                   "--ids", "0002", "--top-k", "2", "--workers", "1")
     lines = text.strip().splitlines()
-    assert lines[0].startswith("1 queries from") and "threshold none" in lines[0]
+    assert lines[0].startswith("1 query from") and "threshold none" in lines[0]          # not "1 queries"
     assert lines[1].startswith(probes.names[2] + ": ") and "(distance " in lines[1]
     assert lines[2].strip().startswith("1. ") and lines[3].strip().startswith("2. ") and len(lines) == 4
 
@@ -527,6 +528,19 @@ def test_far_frr_and_threshold_on_hand_made_scores():
     assert _round_down(0.4999999999) == 0.499999 and _round_down(0.99999999) == 0.999999
 
 
+def test_threshold_decimals_print_a_column_of_thresholds_in_one_format():
+    # 6 significant digits each (as threshold_at_far rounds them): the column needs 6 decimals,
+    # and each value printed with them is exactly the value used.
+    column = [0.838962, 1.00373, 1.03028, 0.891096]
+    decimals = threshold_decimals(column)
+    assert decimals == 6
+    assert [f"{t:.{decimals}f}" for t in column] == ["0.838962", "1.003730", "1.030280", "0.891096"]
+    assert all(float(f"{t:.{decimals}f}") == t for t in column)
+    assert threshold_decimals([0.5, 2.0]) == 1 and threshold_decimals([12.5, 0.0123457]) == 7
+    assert threshold_decimals([0.83896234567]) == 6                   # unrounded: 6 significant digits
+    assert threshold_decimals([123456.0, 0.0, float("inf")]) == 0
+
+
 def test_open_set_scores_on_hand_made_embeddings():
     embeddings = np.array([[0.0], [1.0], [5.0], [7.0], [20.0]])
     genuine, impostor = open_set_scores(embeddings, ["a", "a", "b", "b", "c"], chunk_size=2)
@@ -560,6 +574,12 @@ def test_calibrate_cli_plots_and_saves_the_threshold(capsys, gallery_copy, tiny_
     text = run_ok(capsys, "calibrate", tiny_model, "--data", serving_synth, "--ids", "0000,0001,0002",
                   "--workers", "1")
     assert "threshold for FAR <= 1.00%" in text and "EER" in text and "target FAR" in text
+    # one format per quantity: every rate with 2 decimals, every threshold with the same decimals
+    rates = re.findall(r"(\d+\.\d+)%", text)
+    thresholds = [line.split()[1] for line in text.splitlines() if line.strip().endswith("%") and
+                  line.lstrip()[0].isdigit()] + re.findall(r"(?:threshold|FAR <= \S+%:) (\d+\.\d+)", text)
+    assert rates and all(len(rate.split(".")[1]) == 2 for rate in rates)
+    assert len(thresholds) >= 10 and len({len(t.split(".")[1]) for t in thresholds}) == 1, thresholds
     with pytest.raises(SystemExit):
         main(["calibrate", str(tiny_model), "--data", str(serving_synth), "--target-far", "5"])
     assert "between 0 and 1" in capsys.readouterr().err

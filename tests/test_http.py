@@ -81,7 +81,8 @@ def make_client(tiny_model):
     """`make_client(gallery, **limits)`: a context manager yielding a TestClient of a fresh app."""
     from fastapi.testclient import TestClient
 
-    from bpmt.serving.http import Limits, create_app
+    from bpmt.serving.http import create_app
+    from bpmt.serving.http_limits import Limits
 
     @contextmanager
     def make(gallery: Path, create_gallery: bool = False, **limits):
@@ -109,7 +110,7 @@ def library_identify(tiny_model, gallery: Path, keypoints: np.ndarray, top_k: in
     from bpmt.data.corpus import PoseCorpus
     from bpmt.engine.export import load_recognizer
     from bpmt.evaluation.evaluate import embed_corpus
-    from bpmt.serving.http import query_sequence
+    from bpmt.serving.http_service import query_sequence
     from bpmt.serving.identify import identify_embeddings
 
     model, config, _, _ = load_recognizer(tiny_model)
@@ -368,7 +369,7 @@ def test_gallery_of_another_model_is_a_conflict(make_client, gallery_copy, probe
 
 def test_video_upload_identifies_every_tracked_walker(make_client, gallery_copy, probes, monkeypatch):
     from bpmt.serving import video
-    from bpmt.serving.http import query_sequence
+    from bpmt.serving.http_service import query_sequence
 
     seen = []
 
@@ -413,7 +414,7 @@ NATIVE_LOG = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n",
 def test_video_upload_keeps_mediapipe_log_lines_out_of_the_server_log(make_client, gallery_copy, probes, monkeypatch,
                                                                       capfd):
     from bpmt.serving import video
-    from bpmt.serving.http import query_sequence
+    from bpmt.serving.http_service import query_sequence
 
     def extract_sequences(path, progress=None):
         for line in NATIVE_LOG[:2]:
@@ -760,10 +761,10 @@ def test_server_log_has_no_mediapipe_lines_after_a_real_video_upload(tiny_model,
 
 
 def test_cli_defaults_are_the_service_defaults():
-    from bpmt.serving import http, http_cli
+    from bpmt.serving import http_cli, http_limits
 
     for name in ("DEFAULT_MAX_BODY_MB", "DEFAULT_MAX_VIDEO_MB", "DEFAULT_MAX_FRAMES"):
-        assert getattr(http_cli, name) == getattr(http, name)
+        assert getattr(http_cli, name) == getattr(http_limits, name)
     script = "import sys, bpmt.cli; bpmt.cli.build_parser(); print('fastapi' in sys.modules, 'torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           check=True).stdout.split() == ["False", "False"]

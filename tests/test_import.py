@@ -100,7 +100,7 @@ def expected_tracks(frames, persons=("A", "B"), box_from_keypoints=False, frame_
 
 
 def assert_written(out: Path, subject: str, expected: list[tuple], camera: str = "camid0_videoid0") -> None:
-    """The sequences under `out` are exactly `expected`, in order seq0, seq1, ... (read back by bpmt.data.io)."""
+    """The sequences under `out` are exactly `expected`, in order seq0, seq1, ... (read back by bpmt.data.gait3d)."""
     corpus, _ = open_data(out, workers=1)
     assert corpus.names == [f"{subject}-{camera}-seq{k}" for k in range(len(expected))]
     for k, (frames, keypoints, sizes) in enumerate(expected):

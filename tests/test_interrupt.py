@@ -23,7 +23,7 @@ import pytest
 
 from bpmt.cli import main
 from bpmt.data.cache import is_cache, load_cache
-from bpmt.data.io import read_gait3d
+from bpmt.data.gait3d import read_gait3d
 from bpmt.data.source import open_data
 from bpmt.data.synth import write_synthetic
 from bpmt.engine.export import load_recognizer
@@ -150,12 +150,12 @@ def test_sigkill_inside_a_stage_then_resume_equals_uninterrupted(stage, data, un
 # changes: the hook wraps the per-sequence reader and calls the real one.
 SLOW_PREPARE = """
 import sys, time
-from bpmt.data import cache, io
-real = io.read_sequence_dir
+from bpmt.data import cache, gait3d
+real = gait3d.read_sequence_dir
 def slow(*args, **kwargs):
     time.sleep(0.05)
     return real(*args, **kwargs)
-io.read_sequence_dir = slow
+gait3d.read_sequence_dir = slow
 if hasattr(cache, "read_sequence_dir"):
     cache.read_sequence_dir = slow
 from bpmt.cli import main

@@ -13,8 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpmt.data.io import (FIELDS_PER_FILE, MAX_ABS_VALUE, _fast_parse, list_sequence_dirs, parse_frame_text,
-                          read_gait3d, read_pose_pickles, read_sequence_dir)
+from bpmt.data.gait3d import (FIELDS_PER_FILE, _fast_parse, list_sequence_dirs, parse_frame_text, read_gait3d,
+                              read_sequence_dir)
+from bpmt.data.pose_pickles import read_pose_pickles
+from bpmt.data.sequence import MAX_ABS_VALUE
 from bpmt.errors import DataError
 
 # sequence -> frame numbers; f2, f10, f100 checks numeric (not string) order with gaps
@@ -291,7 +293,7 @@ def test_parse_frame_text_values():
         parse_frame_text("1,2", "x.txt")
 
 
-# Plausible values (the rule in bpmt.data.io): |value| <= 1e6, crop width and height > 0.
+# Plausible values (the rule in bpmt.data.sequence and bpmt.data.gait3d): |value| <= 1e6, crop width and height > 0.
 plausible = st.floats(min_value=-MAX_ABS_VALUE, max_value=MAX_ABS_VALUE, width=64)
 crop = st.floats(min_value=1.0, max_value=MAX_ABS_VALUE, width=64)
 plausible_row = st.tuples(st.lists(crop, min_size=2, max_size=2),

@@ -202,7 +202,7 @@ def test_export_out_elsewhere_then_cli_embed_and_identify_agree(onnx_run, servin
 
 
 def test_http_service_embeds_with_either_backend(onnx_run, varied_corpus, tmp_path):
-    from bpmt.serving.http import Service
+    from bpmt.serving.http_service import Service
 
     keypoints = np.asarray(varied_corpus.keypoints_of(6))                   # 100 frames
     vectors = {backend: Service(onnx_run, tmp_path / backend, create_gallery=True, backend=backend,

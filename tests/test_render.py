@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from bpmt.cli import main
-from bpmt.data.io import read_gait3d
+from bpmt.data.gait3d import read_gait3d
 from bpmt.data.synth import iter_synthetic, write_synthetic
 from bpmt.render import (
     BONES, DPI, FADED_ALPHA, FOOTER_IN, HEADER_IN, PANEL_HEIGHT_IN, PANEL_WIDTH_IN, draw_pose, render_sequence,

@@ -19,7 +19,8 @@ from bpmt.config import DataConfig, load_config
 from bpmt.data import transforms as tf
 from bpmt.data.batches import PoseBatcher, Shard
 from bpmt.data.corpus import PoseCorpus
-from bpmt.data.io import Sequence, read_gait3d
+from bpmt.data.gait3d import read_gait3d
+from bpmt.data.sequence import Sequence
 from bpmt.data.source import open_data
 from bpmt.data.synth import (
     SynthPlan,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bpmt.cli import main
-from bpmt.data.io import read_gait3d
+from bpmt.data.gait3d import read_gait3d
 from bpmt.data.synth import (
     FPS, iter_synthetic, sample_cameras, sample_conditions, sample_route, sample_signature, synthesize,
     walk_3d, write_synthetic,

@@ -85,7 +85,7 @@ def test_evaluate_with_a_split_whose_probes_are_absent_still_scores_leave_one_ou
     captured = capsys.readouterr()
     assert set(json.loads(captured.out)) == {"loo"}
     assert "official protocol" in captured.err and "not scored" in captured.err
-    assert "none of the 1 probe sequences" in captured.err and "0999-camid1_videoid1-seq0" in captured.err
+    assert "none of the 1 probe sequence of the split" in captured.err and "0999-camid1_videoid1-seq0" in captured.err
 
 
 def test_evaluate_accepts_only_test_time_overrides(trained_run, synth_root, capsys):

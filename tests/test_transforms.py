@@ -212,6 +212,19 @@ def test_flip_twice_is_identity():
     np.testing.assert_array_equal(tf.random_flip(kp, rng, p=0.0), kp)
 
 
+def test_random_flip_is_the_skeleton_flip():
+    """One flip in the project: the augmentation is `skeleton.flip_keypoints` (x -> -x on centred
+    keypoints, left and right joints swapped), for any channel count."""
+    rng = np.random.default_rng(0)
+    for channels in (3, 5):
+        kp = rng.normal(size=(6, 17, channels)).astype(np.float32)
+        flipped = tf.random_flip(kp, np.random.default_rng(1), p=1.0)
+        assert flipped.dtype == np.float32 and np.array_equal(flipped, skeleton.flip_keypoints(kp))
+        kept = tf.random_flip(kp, np.random.default_rng(1), p=0.0)
+        assert np.array_equal(kept, kp) and not np.shares_memory(kept, kp)
+    assert not hasattr(tf, "mirror")
+
+
 @pytest.mark.parametrize("name", list(skeleton.PARTITIONS))
 def test_flip_swaps_left_and_right_parts(name):
     partition = skeleton.get_partition(name)

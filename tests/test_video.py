@@ -12,7 +12,7 @@ import pytest
 
 import videos
 from bpmt.cli import main
-from bpmt.data.io import Sequence
+from bpmt.data.sequence import Sequence
 from bpmt.data.source import open_data
 from bpmt.errors import BPMTError, DataError
 from bpmt.serving.video import (ExtractOptions, VideoDependencyError, VideoError, VideoInfo, VideoReport,

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .errors import BPMTError, ProtocolError
+from .text import plural
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,9 +70,10 @@ def announce_backend(network) -> None:
         print(f"network: ONNX Runtime ({network.path})", file=sys.stderr)
 
 
-def load_data(args: argparse.Namespace, quiet: bool = False):
-    """Open DATA as described by `add_data_args`; prints the skip summary of raw reads."""
-    from .data.io import list_sequence_dirs
+def load_data(args: argparse.Namespace, quiet: bool = False, report_skips: bool = True):
+    """Open DATA as described by `add_data_args`; prints the one-line skip summary of raw reads
+    (`--on-error skip`) unless `quiet` or the caller prints the report itself (`report_skips=False`)."""
+    from .data.gait3d import list_sequence_dirs
     from .data.source import open_data, resolve_ids
 
     ids = resolve_ids(args.ids, args.split, args.subset)
@@ -87,7 +89,7 @@ def load_data(args: argparse.Namespace, quiet: bool = False):
     finally:
         if bar:
             bar.close()
-    if report is not None and report.skipped and not quiet:
+    if report is not None and report.skipped and report_skips and not quiet:
         print(f"warning: {report.summary()}", file=sys.stderr)
     corpus = select_sequences(corpus, getattr(args, "seqs", None), getattr(args, "exclude_seqs", None))
     return corpus, report
@@ -104,7 +106,7 @@ def select_sequences(corpus, keep: str | None, drop: str | None):
     for option, names in (("--seqs", wanted), ("--exclude-seqs", unwanted)):
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise BPMTError(f"{option}: {len(unknown)} sequence(s) not in {corpus.source or 'DATA'} "
+            raise BPMTError(f"{option}: {plural(len(unknown), 'sequence')} not in {corpus.source or 'DATA'} "
                             f"(after --ids), e.g. {unknown[:3]}")
     chosen = [known[n] for n in wanted] if keep is not None else list(range(len(corpus)))
     dropped = {known[n] for n in unwanted}
@@ -120,7 +122,7 @@ def select_sequences(corpus, keep: str | None, drop: str | None):
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .data.cache import build_cache
-    from .data.io import list_sequence_dirs
+    from .data.gait3d import list_sequence_dirs
     from .data.source import resolve_ids
     from .engine.progress import progress
 
@@ -135,8 +137,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     print(f"wrote {args.out}: {report.summary()} in {elapsed:.1f}s "
           f"({report.files / max(elapsed, 1e-9):,.0f} files/s)")
-    for example in report.examples:
-        print(f"  skipped {example}")
     return 0
 
 
@@ -153,19 +153,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     sequences = import_poses(args.format, args.src, subject=subject, camera_video=args.camera,
                              min_frames=args.min_frames, min_score=args.min_score, max_gap=args.max_gap, report=report)
     if not sequences:
-        raise BPMTError(f"{args.src}: no person tracked on at least {args.min_frames} frames ({report.summary()}); "
-                        "try a smaller --min-frames")
+        raise BPMTError(f"{args.src}: no person tracked on at least {plural(args.min_frames, 'frame')} "
+                        f"({report.summary()}); try a smaller --min-frames")
     root = write_sequences(sequences, args.out, overwrite=args.overwrite)
     print(f"{args.src} ({args.format}): {report.summary()}")
     for s in sequences:
-        print(f"  {s.name}: {len(s)} frames ({s.frames[0]}-{s.frames[-1]}, "
+        print(f"  {s.name}: {plural(len(s), 'frame')} ({s.frames[0]}-{s.frames[-1]}, "
               f"mean crop {s.crop_sizes[:, 0].mean():.0f} x {s.crop_sizes[:, 1].mean():.0f} px)")
-    print(f"wrote {len(sequences)} sequence{'s' * (len(sequences) != 1)} to {root}")
+    print(f"wrote {plural(len(sequences), 'sequence')} to {root}")
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    corpus, report = load_data(args, quiet=args.json)
+    corpus, report = load_data(args, quiet=args.json, report_skips=False)     # `checked:` says it
     stats = corpus.stats()
     if report is not None:
         stats["parse"] = report.to_dict()
@@ -207,7 +207,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         if args.scale is not None:
             raise BPMTError("--scale needs --preset gait3d")
         plan = uniform_plan(args.subjects or 20, args.sequences_per_subject or 6)
-        shape = f"{plan.subjects} subjects x {int(plan.sequences[0])} sequences"
+        shape = f"{plural(plan.subjects, 'subject')} x {plural(int(plan.sequences[0]), 'sequence')}"
     else:
         if args.subjects or args.sequences_per_subject:
             raise BPMTError(f"--preset {args.preset} sets the subjects and sequences; "
@@ -217,7 +217,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
             plan = gait3d_plan(scale, seed=args.seed)
         except ValueError as exc:
             raise BPMTError(f"--scale {scale}: {exc}") from None
-        shape = (f"preset {args.preset} x {scale:g}: {plan.subjects} subjects, {plan.total} sequences, "
+        shape = (f"preset {args.preset} x {scale:g}: {plural(plan.subjects, 'subject')}, "
+                 f"{plural(plan.total, 'sequence')}, "
                  f"~{int(plan.lengths.sum()):,} frames before drops")
     start = time.perf_counter()
     with progress(plan.total, unit="seq", desc="synth") as bar:
@@ -245,7 +246,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                         f"{'did you mean' if close else 'e.g.'} {', '.join(examples)}") from None
     sequence = corpus.sequence(index)
     out = render_sequence(sequence, args.out, frames=args.frames, partition=args.partition)
-    print(f"wrote {out}: {sequence.name}, {len(sequence)} frames")
+    print(f"wrote {out}: {sequence.name}, {plural(len(sequence), 'frame')}")
     return 0
 
 
@@ -282,7 +283,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print(f"{args.embeddings}: {len(names)} sequences, {len(set(map(label_of, names)))} identities, "
+        print(f"{args.embeddings}: {plural(len(names), 'sequence')}, "
+              f"{plural(len(set(map(label_of, names))), 'identity')}, "
               f"metric {args.metric}")
         print(format_results(results))
     return 0
@@ -300,15 +302,18 @@ def _overrides_from_flags(args: argparse.Namespace) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .engine.trainer import train
+    from .engine.run import RunFolder
+    from .engine.trainer import init_checkpoint, train
 
     config = load_config(args.config, _overrides_from_flags(args))
     out = args.out or os.path.join("runs", f"{os.path.splitext(os.path.basename(args.config or 'default'))[0]}-"
                                    f"{time.strftime('%Y%m%d-%H%M%S')}")
+    init = init_checkpoint(RunFolder(out), config, args.init, args.resume)     # before the (long) data reading
     corpus, _ = load_data(args)
-    print(f"training {corpus.stats()['identities']} identities, {len(corpus)} sequences -> {out}", file=sys.stderr)
+    print(f"training {plural(corpus.stats()['identities'], 'identity')}, {plural(len(corpus), 'sequence')} -> {out}",
+          file=sys.stderr)
     run = train(config, corpus, out, stage=args.stage, resume=args.resume,
-                report=lambda m: print(m, file=sys.stderr), data_description=args.data)
+                report=lambda m: print(m, file=sys.stderr), data_description=args.data, init=init)
     print(f"run folder: {run.root}")
     if run.model.is_file():
         print(f"exported model: {run.model}")
@@ -394,7 +399,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     tmp = out + ".tmp.npz"
     np.savez(tmp, embeddings=embeddings, seqs=np.array(corpus.names), model_sha256=fingerprint)
     os.replace(tmp, out)
-    print(f"wrote {out}: {embeddings.shape[0]} sequences x {embeddings.shape[1]} dimensions")
+    print(f"wrote {out}: {plural(embeddings.shape[0], 'sequence')} x {plural(embeddings.shape[1], 'dimension')}")
     return 0
 
 
@@ -458,7 +463,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("no models are shipped with this installation")
     for row in rows:
         print(f"{row['name']}{'  (default)' if row['default'] else ''}\n  {row['summary']}\n"
-              f"  trained on {row['identities']} identities; weights sha256 {row['sha256'][:16]}…\n"
+              f"  trained on {plural(row['identities'], 'identity')}; weights sha256 {row['sha256'][:16]}…\n"
               f"  model card: {row['card']}")
     return 0
 
@@ -468,8 +473,21 @@ def cmd_models(args: argparse.Namespace) -> int:
 EXTRA_COMMANDS = (".serving.gallery_cli", ".serving.video_cli", ".serving.http_cli")
 
 
+def package_version() -> str:
+    """The installed distribution's version; `bpmt.__version__` when run from a source tree."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("bpmt")
+    except metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bpmt", description="BPMT: Body Part as Modality Transformer for gait recognition")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="parse a raw dataset into a packed, memory-mapped cache")
@@ -544,8 +562,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config (default: built-in defaults; see configs/)")
     add_data_args(p, data_flag=True)
     p.add_argument("--out", help="run folder (default: runs/<config>-<time>)")
-    p.add_argument("--stage", choices=["phase1", "phase2", "finetune", "all"], default="all")
+    p.add_argument("--stage", choices=["phase1", "phase2", "finetune", "all"], default="all",
+                   help="which stage to train: phase1 = masked pretraining of each body part alone (T1 "
+                        "encoders); phase2 = masked pretraining of pairs of parts (T2 fusion across parts), "
+                        "starting from phase1; finetune = the recogniser with triplet + cross-entropy losses, "
+                        "starting from the latest earlier stage, then exports model.safetensors; all = every "
+                        "stage of the config's `stages`, in order, skipping completed ones (default: "
+                        "%(default)s). A single stage must be in `stages` and the stage before it complete in "
+                        "--out (with --resume)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start the config's first stage from these weights: a run folder, a stage's "
+                        "weights.safetensors, an exported model or a shipped model's name (T1 encoders and T2 "
+                        "fusion it holds, strictly; same architecture required)")
     p.add_argument("--devices", type=int, help="devices per node (engine.devices)")
     p.add_argument("--strategy", help="e.g. ddp (engine.strategy)")
     p.add_argument("--accelerator", help="cpu, gpu, auto (engine.accelerator)")

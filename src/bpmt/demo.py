@@ -18,6 +18,7 @@ from typing import Callable
 from .config import load_config
 from .data.source import open_data
 from .data.synth import write_synthetic
+from .text import plural
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 
@@ -59,13 +60,14 @@ def _run_demo(root: Path, subjects: int, sequences_per_subject: int, test_subjec
     from .models.handcrafted import corpus_features
 
     root.mkdir(parents=True, exist_ok=True)
-    report(f"synthesising {subjects} walkers x {sequences_per_subject} sequences into {root / 'data'}")
+    report(f"synthesising {plural(subjects, 'walker')} x {plural(sequences_per_subject, 'sequence')} "
+           f"into {root / 'data'}")
     data = write_synthetic(root / "data", subjects, sequences_per_subject, seed=seed)
     corpus, _ = open_data(data)
     ids = corpus.identities
     train_ids, test_ids = ids[:-test_subjects], ids[-test_subjects:]
     config = load_config(DEMO_CONFIG, [f"seed={seed}", *(overrides or [])])
-    report(f"training on {len(train_ids)} identities; held out for testing: {len(test_ids)}")
+    report(f"training on {plural(len(train_ids), 'identity')}; held out for testing: {len(test_ids)}")
     run = train(config, corpus.select_ids(train_ids), root / "run", report=report, show_progress=show_progress,
                 data_description=f"synthetic ({subjects}x{sequences_per_subject}, seed {seed})")
     model, config, _, _ = load_recognizer(run.root)

@@ -21,9 +21,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from .data.io import Sequence
+from .data.sequence import Sequence
 from .errors import BPMTError
 from .skeleton import NUM_JOINTS, PARENTS, Partition, get_partition, part_colors, validate_partition
+from .text import plural
 
 MIN_CONFIDENCE = 0.3
 FADED_ALPHA = 0.2
@@ -156,7 +157,7 @@ def render_grid(sequence: Sequence, out: str | os.PathLike, frames: int = 8,
         _setup_panel(ax, half_width, float(aspect[slot]))
         draw_pose(ax, xy[slot], sequence.keypoints[picked[slot], :, 2], partition, colors)
         ax.set_title(f"frame {int(sequence.frames[picked[slot]])}", fontsize=8, pad=2)
-    fig.suptitle(f"{sequence.name}  ({len(sequence)} frames)", fontsize=10, y=1 - 0.08 / height_in, va="top")
+    fig.suptitle(f"{sequence.name}  ({plural(len(sequence), 'frame')})", fontsize=10, y=1 - 0.08 / height_in, va="top")
     _legend(fig, partition, colors, columns=len(partition), fontsize=9)
     out = Path(out)
     fig.savefig(out, dpi=DPI)

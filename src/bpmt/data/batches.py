@@ -22,7 +22,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..skeleton import get_partition
+from ..skeleton import flip_keypoints, get_partition
 from . import transforms as tf
 from .channels import derive_channels
 from .corpus import PoseCorpus
@@ -191,4 +191,4 @@ class PoseBatcher:
     def test_chunk(self, index: int, span: tuple[int, int], flip: bool = False) -> np.ndarray:
         """One of `test_chunks(index, flip)`, reading only its frames."""
         chunk = self.normalized(index, np.arange(*span))
-        return tf.mirror(chunk) if flip else chunk
+        return flip_keypoints(chunk) if flip else chunk

@@ -30,7 +30,7 @@ import numpy as np
 from ..errors import DataError
 from ..skeleton import NUM_JOINTS
 from .corpus import PoseCorpus
-from .io import OnError, ParseReport, _read_chunk, list_sequence_dirs, resolve_gait3d_root
+from .gait3d import OnError, ParseReport, _read_chunk, list_sequence_dirs, resolve_gait3d_root
 
 FORMAT = "bpmt-pose-cache"
 VERSION = 1

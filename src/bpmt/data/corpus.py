@@ -12,7 +12,7 @@ from typing import Iterable, Sequence as Seq
 import numpy as np
 
 from ..errors import DataError
-from .io import Sequence
+from .sequence import Sequence
 
 
 @dataclass

@@ -11,7 +11,8 @@ from ..errors import DataError
 from ..files import read_json
 from .cache import is_cache, load_cache
 from .corpus import PoseCorpus
-from .io import OnError, ParseReport, read_gait3d, read_pose_pickles
+from .gait3d import OnError, ParseReport, read_gait3d
+from .pose_pickles import read_pose_pickles
 
 
 def load_split(path: str | os.PathLike) -> dict[str, list[str]]:

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..skeleton import NUM_JOINTS
-from .io import Sequence
+from .sequence import Sequence
 
 FPS = 25.0                      # Gait3D's frame rate
 NUM_CAMERAS = 8                 # scene cameras shared by all subjects, like a Gait3D venue

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..skeleton import FLIP_PERMUTATION, LEFT_HIP, LEFT_SHOULDER, RIGHT_HIP, RIGHT_SHOULDER, Partition
+from ..skeleton import LEFT_HIP, LEFT_SHOULDER, RIGHT_HIP, RIGHT_SHOULDER, Partition, flip_keypoints
 from .channels import CHANNELS, derive_channels, num_channels  # noqa: F401 - re-exported
 
 # A torso shorter than this (in input units) is treated as missing: its frame borrows the scale.
@@ -140,20 +140,10 @@ def _rotate_xy(keypoints: np.ndarray, angle: float) -> np.ndarray:
     return out
 
 
-_FLIP_INDEX = np.asarray(FLIP_PERMUTATION)
-
-
-def mirror(keypoints: np.ndarray) -> np.ndarray:
-    """Mirror image `(T, 17, 3)` -> `(T, 17, 3)`: x -> -x and left and right joints swapped."""
-    flipped = keypoints[:, _FLIP_INDEX]              # a new array (fancy indexing copies)
-    flipped[..., 0] *= -1
-    return flipped
-
-
 def random_flip(keypoints: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
-    """With probability p mirror left/right (`mirror`)."""
+    """With probability p mirror `(T, 17, C)` centred keypoints left/right (`skeleton.flip_keypoints`)."""
     if rng.random() < p:
-        return mirror(keypoints)
+        return flip_keypoints(keypoints)
     return keypoints.copy()
 
 

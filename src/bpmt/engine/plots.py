@@ -41,9 +41,11 @@ def plot_cmc(cmc: list[float], out: Path, title: str = "") -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(range(1, len(cmc) + 1), cmc, marker="o", markersize=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))       # ranks are whole numbers
     ax.set_xlabel("rank")
     ax.set_ylabel("identification rate (%)")
     ax.set_ylim(0, 100)

@@ -9,7 +9,8 @@
 A stage starts from the latest earlier stage of the run's pipeline (`cfg.stages`): every component
 both stages carry is loaded from that stage's saved weights, strictly (every tensor of the
 component, no other); everything else is new (decoders, prediction heads, the embedding and
-BNNeck; T2 when finetuning follows phase 1 directly).
+BNNeck; T2 when finetuning follows phase 1 directly). The pipeline's first stage starts from
+random weights, or from another run's with `bpmt train --init` (engine/init.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..models.recognizer import build_encoders, build_fusion, build_recognizer
 from ..pretrain.phase1 import Phase1Pretrainer
 from ..pretrain.phase2 import Phase2Pretrainer
 from ..skeleton import get_partition
+from .init import InitCheckpoint, load_init
 from .run import STAGES, RunFolder
 
 StageSettings = Phase1Config | Phase2Config | FinetuneConfig
@@ -131,11 +133,17 @@ def carry_over(module: nn.Module, stage: str, source: str, state: dict[str, torc
     return loaded
 
 
-def build_stage_module(stage: str, cfg: Config, num_classes: int, run: RunFolder | None = None) -> nn.Module:
+def build_stage_module(stage: str, cfg: Config, num_classes: int, run: RunFolder | None = None,
+                       init: InitCheckpoint | None = None, report=None) -> nn.Module:
     """`stage`'s trainable module, started from the previous stage's weights in `run` (when the
-    pipeline has one; it must be complete)."""
+    pipeline has one; it must be complete) or, for the pipeline's first stage, from `init`
+    (`bpmt train --init`, engine/init.py)."""
     module = STAGE_TABLE[stage].build(cfg, num_classes)
     source = previous_stage(cfg, stage)
+    if init is not None and source is None:
+        loaded = load_init(module, stage, STAGE_TABLE[stage].carries, init)
+        if report is not None:
+            report(f"{stage}: starts from {init.path} ({', '.join(loaded)})")
     if run is not None and source is not None:
         if not run.is_complete(source):
             raise BPMTError(f"{run.root}: stage {stage} needs {source} to be complete first "

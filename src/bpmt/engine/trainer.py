@@ -32,6 +32,7 @@ from ..models.ensemble import Ensemble, build_model
 from ..models.handcrafted import corpus_features
 from ..skeleton import get_partition
 from .export import export_recognizer
+from .init import InitCheckpoint, check_architecture, resolve_init
 from .progress import progress
 from .run import STAGES, CsvLog, RunFolder, write_json_atomic
 from .stages import STAGE_TABLE, build_stage_module, read_weights
@@ -92,13 +93,14 @@ def make_fabric(cfg: Config):
 
 
 def run_stage(fabric, stage: str, cfg: Config, batcher: PoseBatcher, run: RunFolder,
-              report: Reporter, show_progress: bool) -> StageResult:
+              report: Reporter, show_progress: bool, init: InitCheckpoint | None = None) -> StageResult:
     spec = STAGE_TABLE[stage]
     sc = spec.settings(cfg)
     stage_dir = run.stage_dir(stage)
     stage_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed * 1000 + STAGES.index(stage))       # same seed -> same initial weights
-    module = build_stage_module(stage, cfg, batcher.num_classes, run)
+    module = build_stage_module(stage, cfg, batcher.num_classes, run, init,
+                                report if fabric.is_global_zero else None)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=sc.lr, weight_decay=sc.weight_decay)
     module, optimizer = fabric.setup(module, optimizer)
@@ -171,9 +173,34 @@ def _save_checkpoint(fabric, path: Path, state: dict) -> None:
         os.replace(tmp, path)
 
 
+def init_checkpoint(run: RunFolder, cfg: Config, init: str | os.PathLike | None,
+                    resume: bool) -> InitCheckpoint | None:
+    """The `--init` checkpoint, checked against the config; on --resume, the one the run started from.
+    (`bpmt train` calls it before reading the data, so that a wrong checkpoint fails at once.)"""
+    started = run.read_meta().get("init") if resume and run.meta.is_file() else None
+    if resume and started is None and init is not None:
+        raise BPMTError(f"{run.root}: --resume with --init, but the run did not start from a checkpoint")
+    if started is not None and init is None:
+        if run.is_complete(cfg.stages[0]):
+            return None                         # the checkpoint was read when the run began; nothing left to load
+        init = started["checkpoint"]
+    if init is None:
+        return None
+    checkpoint = resolve_init(init)
+    if started is not None and checkpoint.sha256 != started["sha256"]:
+        raise CheckpointError(f"{checkpoint.path}: --resume: this run started from a checkpoint with SHA-256 "
+                              f"{started['sha256'][:12]}… ({started['checkpoint']}); this file's is "
+                              f"{checkpoint.sha256[:12]}…")
+    check_architecture(checkpoint, cfg)
+    return checkpoint
+
+
 def train(cfg: Config, corpus: PoseCorpus, out: str | os.PathLike, *, stage: str = "all", resume: bool = False,
-          report: Reporter = print, show_progress: bool = True, data_description: str = "") -> RunFolder:
-    """Train the configured stages into run folder `out`; export the recogniser after finetuning."""
+          report: Reporter = print, show_progress: bool = True, data_description: str = "",
+          init: str | os.PathLike | InitCheckpoint | None = None) -> RunFolder:
+    """Train the configured stages into run folder `out`; export the recogniser after finetuning.
+
+    `init`: start the pipeline's first stage from this checkpoint (`bpmt train --init`, engine/init.py)."""
     run = RunFolder(out)
     if run.config.is_file() and not resume:
         raise BPMTError(f"{run.root}: run folder already exists; pass --resume to continue it "
@@ -182,6 +209,7 @@ def train(cfg: Config, corpus: PoseCorpus, out: str | os.PathLike, *, stage: str
         raise BPMTError(f"{run.root}: nothing to resume (no config.yaml)")
     if stage != "all" and stage not in cfg.stages:
         raise BPMTError(f"--stage {stage} is not among this config's stages {cfg.stages}")
+    checkpoint = init if isinstance(init, InitCheckpoint) else init_checkpoint(run, cfg, init, resume)
     fabric = make_fabric(cfg)
     fabric.launch()
     identities = corpus.identities
@@ -193,6 +221,8 @@ def train(cfg: Config, corpus: PoseCorpus, out: str | os.PathLike, *, stage: str
         "channels": list(cfg.data.channels),
         "partition": {k: list(v) for k, v in get_partition(cfg.data.partition).items()},
     }
+    if checkpoint is not None:
+        meta["init"] = checkpoint.record()
     if fabric.is_global_zero:
         run.root.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -213,7 +243,7 @@ def train(cfg: Config, corpus: PoseCorpus, out: str | os.PathLike, *, stage: str
         if run.is_complete(name):
             report(f"{name}: already complete, skipped")
             continue
-        result = run_stage(fabric, name, cfg, batcher, run, report, show_progress)
+        result = run_stage(fabric, name, cfg, batcher, run, report, show_progress, checkpoint)
         report(f"{name}: {result.steps} steps in {result.seconds:.0f}s, final loss {result.final_loss:.4f}")
     if run.is_complete("finetune") and fabric.is_global_zero:
         network = build_stage_module("finetune", cfg, len(identities)).recognizer

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..data.batches import Batch, PoseBatcher, collate
-from ..data.transforms import mirror
+from ..skeleton import flip_keypoints
 
 if TYPE_CHECKING:
     from ..engine.onnx_model import OnnxNetwork
@@ -71,4 +71,5 @@ def _read_chunks(batcher: PoseBatcher, group: list[tuple[int, tuple[int, int], b
         key = (index, span)
         if key not in plain:
             plain[key] = batcher.test_chunk(index, span)
-    return [mirror(plain[(index, span)]) if mirrored else plain[(index, span)] for index, span, mirrored in group]
+    return [flip_keypoints(plain[(index, span)]) if mirrored else plain[(index, span)]
+            for index, span, mirrored in group]

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import BPMTError
+from ..text import plural
 
 METRICS = ("euc", "cos")
 DEFAULT_RANKS = (1, 5, 10)
@@ -132,7 +133,7 @@ def _summarize(first: np.ndarray, ap: np.ndarray, inp: np.ndarray, has_match: np
                ranks: Sequence[int]) -> dict:
     valid = int(has_match.sum())
     if valid == 0:
-        raise BPMTError(f"no query has a true match in the gallery ({len(has_match)} queries); "
+        raise BPMTError(f"no query has a true match in the gallery ({plural(len(has_match), 'query')}); "
                         "retrieval metrics are undefined")
     result = {f"rank{k}": 100.0 * float(np.mean(first[has_match] <= k)) for k in ranks}
     result["mAP"] = 100.0 * float(np.mean(ap[has_match]))

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import BPMTError, DataError, ProtocolError
 from ..files import read_json
+from ..text import plural
 from .metrics import rank_in_chunks
 
 
@@ -62,13 +63,14 @@ def load_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     if seqs.ndim != 1 or seqs.dtype.kind not in "US":
         raise DataError(f"{path}: 'seqs' must be a 1-D array of sequence names, got {seqs.dtype} {seqs.shape}")
     if len(seqs) != len(embeddings):
-        raise DataError(f"{path}: {len(embeddings)} embeddings but {len(seqs)} sequence names")
+        raise DataError(f"{path}: {plural(len(embeddings), 'embedding')} but {plural(len(seqs), 'sequence name')}")
     if len(seqs) == 0:
         raise DataError(f"{path}: no embeddings")
     bad = ~np.isfinite(embeddings).all(axis=1)
     if bad.any():
-        raise DataError(f"{path}: {int(bad.sum())} embedding(s) contain NaN or inf (first: row "
-                        f"{int(np.argmax(bad))}, {seqs[int(np.argmax(bad))]!s})")
+        count = int(bad.sum())
+        raise DataError(f"{path}: {plural(count, 'embedding')} {'contains' if count == 1 else 'contain'} NaN or inf "
+                        f"(first: row {int(np.argmax(bad))}, {seqs[int(np.argmax(bad))]!s})")
     names = [s.decode() if isinstance(s, bytes) else str(s) for s in seqs.tolist()]
     if len(set(names)) != len(names):
         duplicate, count = Counter(names).most_common(1)[0]
@@ -96,10 +98,10 @@ def official_protocol(embeddings: np.ndarray, names: Sequence[str], probe_names:
     probe_set = set(probe_list)
     is_probe = np.array([name in probe_set for name in names], dtype=bool)
     if not is_probe.any():
-        raise ProtocolError(f"none of the {len(probe_set)} probe sequences of the split is among the "
-                            f"{len(names)} sequences given (missing, e.g. {probe_list[:3]})")
+        raise ProtocolError(f"none of the {plural(len(probe_set), 'probe sequence')} of the split is among the "
+                            f"{plural(len(names), 'sequence')} given (missing, e.g. {probe_list[:3]})")
     if is_probe.all():
-        raise ProtocolError(f"all {len(names)} sequences are probes; the gallery is empty")
+        raise ProtocolError(f"{plural(len(names), 'sequence')} given, all of them probes; the gallery is empty")
     labels = np.array([label_of(name) for name in names])
     return rank_in_chunks(embeddings[is_probe], embeddings[~is_probe], labels[is_probe], labels[~is_probe],
                           metric=metric, chunk_size=chunk_size, ranks=ranks)

@@ -77,6 +77,19 @@ def _round_down(value: float, digits: int = DIGITS) -> float:
     return rounded
 
 
+def threshold_decimals(thresholds: Sequence[float], digits: int = DIGITS) -> int:
+    """Decimals of one fixed format for a column of `thresholds`: enough to print each to `digits`
+    significant digits, exactly when it has no more (as `threshold_at_far`'s have, so a printed
+    threshold is the one used), and no more than the column needs."""
+    decimals = 0
+    for value in thresholds:
+        if not (math.isfinite(value) and value > 0):
+            continue
+        limit = max(0, digits - 1 - math.floor(math.log10(value)))
+        decimals = max(decimals, next((d for d in range(limit) if float(f"{value:.{d}f}") == value), limit))
+    return decimals
+
+
 def threshold_at_far(impostor: np.ndarray, target_far: float) -> float:
     """Largest threshold (6 significant digits) whose FAR on `impostor` scores is <= `target_far`."""
     if not 0.0 <= target_far <= 1.0:
@@ -159,10 +172,11 @@ def plot_tradeoff(genuine: np.ndarray, impostor: np.ndarray, calibration: Calibr
     right.set_ylim(0, 100)
     for ax in (left, right):
         ax.axvline(calibration.threshold, color="k", linestyle="--", linewidth=1,
-                   label=f"threshold {calibration.threshold:.4g} (FAR {100 * calibration.far:.2f}%)")
+                   label=f"threshold {calibration.threshold:.{threshold_decimals([calibration.threshold])}f} "
+                         f"(FAR {100 * calibration.far:.2f}%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title or f"FAR/FRR trade-off (EER {100 * calibration.eer:.1f}%)")
+    fig.suptitle(title or f"FAR/FRR trade-off (EER {100 * calibration.eer:.2f}%)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

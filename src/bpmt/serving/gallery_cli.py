@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..cli import positive_int as _positive
 from ..errors import BPMTError
+from ..text import plural
 
 
 def _non_negative(text: str) -> float:
@@ -84,9 +85,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"enrolled {len(corpus)} sequences of {result['enrolled_identities']} identities into {root} "
-              f"({change.added} new, {change.replaced} replaced); gallery generation {manifest.generation}: "
-              f"{result['sequences']} sequences, {result['identities']} identities, index {manifest.index_tag}")
+        print(f"enrolled {plural(len(corpus), 'sequence')} of {plural(result['enrolled_identities'], 'identity')} "
+              f"into {root} ({change.added} new, {change.replaced} replaced); gallery generation "
+              f"{manifest.generation}: {plural(result['sequences'], 'sequence')}, "
+              f"{plural(result['identities'], 'identity')}, index {manifest.index_tag}")
     return 0
 
 
@@ -129,7 +131,7 @@ def extract_video(args: argparse.Namespace) -> list:
                                       start_frame=args.start_frame, single_person=args.single_person,
                                       progress=bar.update)
     if not args.json:
-        print(f"{args.video}: {len(sequences)} tracked walker(s)", file=sys.stderr)
+        print(f"{args.video}: {plural(len(sequences), 'tracked walker')}", file=sys.stderr)
     return sequences
 
 
@@ -137,7 +139,7 @@ def _identify_video(identifier, args: argparse.Namespace, threshold):
     sequences = extract_video(args)
     if not sequences:
         raise BPMTError(f"{args.video}: no walking person found (no track with a pose on at least "
-                        f"{args.min_frames} frames); try --min-frames or --single-person")
+                        f"{plural(args.min_frames, 'frame')}); try --min-frames or --single-person")
     return identifier.identify_sequences(sequences, args.top_k, threshold, source=str(args.video))
 
 
@@ -172,8 +174,9 @@ def cmd_identify(args: argparse.Namespace) -> int:
                           "top_k": args.top_k, "results": [r.to_dict() for r in results]}, indent=2))
     else:
         limit = results[0].threshold if results else None
-        header = (f"{len(results)} queries from {source} against {manifest.root} ({len(manifest.entries)} sequences, "
-                  f"{len(manifest.identities)} identities, index {manifest.index_tag}, metric {manifest.metric}, "
+        header = (f"{plural(len(results), 'query')} from {source} against {manifest.root} "
+                  f"({plural(len(manifest.entries), 'sequence')}, {plural(len(manifest.identities), 'identity')}, "
+                  f"index {manifest.index_tag}, metric {manifest.metric}, "
                   f"threshold {'none' if limit is None else f'{limit:.6g}'})")
         print(format_identifications(results, header))
     return 0
@@ -188,9 +191,10 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
     if args.action == "remove":
         change = remove_identities(args.dir, args.identities)
-        print(f"removed {change.removed} sequences of {len(args.identities)} identities from {args.dir}; "
-              f"generation {change.manifest.generation}: {len(change.manifest.entries)} sequences, "
-              f"{len(change.manifest.identities)} identities left")
+        print(f"removed {plural(change.removed, 'sequence')} of {plural(len(args.identities), 'identity')} "
+              f"from {args.dir}; generation {change.manifest.generation}: "
+              f"{plural(len(change.manifest.entries), 'sequence')}, "
+              f"{plural(len(change.manifest.identities), 'identity')} left")
         return 0
     if args.action == "list":
         manifest = read_manifest(args.dir)
@@ -206,7 +210,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
             print(f"{'identity':<14}{'sequences':>10}  last enrolled")
             for row in listing:
                 print(f"{row['identity']:<14}{len(row['sequences']):>10}  {row['enrolled']}")
-            print(f"{len(listing)} identities, {len(manifest.entries)} sequences")
+            print(f"{plural(len(listing), 'identity')}, {plural(len(manifest.entries), 'sequence')}")
         return 0
     gallery = load_gallery(args.dir)                    # stats: also verifies every file
     stats = summary(gallery.manifest)
@@ -225,7 +229,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     print(f"sequences:   {stats['sequences']} "
           f"(per identity min/median/max {spi['min']}/{spi['median']:g}/{spi['max']})")
     print(f"index:       {stats['index']} "
-          f"(exact below {stats['exact_limit']:,} sequences, then {stats['approximate']})")
+          f"(exact below {plural(stats['exact_limit'], 'sequence', grouped=True)}, then {stats['approximate']})")
     print(f"threshold:   {threshold}")
     print(f"size:        {stats['bytes'] / 2**20:.2f} MB, checksums verified")
     return 0
@@ -238,7 +242,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from ..cli import _embed_with_progress, choose_network, load_data
     from ..engine.export import load_recognizer
-    from .calibrate import calibrate, open_set_scores, plot_tradeoff
+    from .calibrate import calibrate, open_set_scores, plot_tradeoff, threshold_decimals
     from .gallery import check_model, now_utc, read_manifest, set_threshold
 
     model, config, _, fingerprint = load_recognizer(args.model)
@@ -255,7 +259,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.plot:
         output["plot"] = str(plot_tradeoff(genuine, impostor, result, args.plot,
                                            title=f"{Path(args.model).name} on {Path(args.data).name}: "
-                                                 f"EER {100 * result.eer:.1f}%"))
+                                                 f"EER {100 * result.eer:.2f}%"))
     if args.save_threshold:
         record = {"target_far": result.target_far, "far": result.far, "frr": result.frr, "eer": result.eer,
                   "genuine": result.genuine, "impostor": result.impostor, "data": str(Path(args.data).resolve()),
@@ -264,14 +268,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(output, indent=2))
         return 0
-    print(f"calibration on {args.data}: {len(corpus)} sequences, {output['identities']} identities, metric {metric}")
+    print(f"calibration on {args.data}: {plural(len(corpus), 'sequence')}, {plural(output['identities'], 'identity')}, "
+          f"metric {metric}")
     print(f"genuine scores {result.genuine} (nearest other sequence of the same identity), impostor scores "
           f"{result.impostor} (nearest sequence of another identity); FAR steps of {100 / result.impostor:.2f}%")
+    # One format per quantity: rates as percentages with 2 decimals, every threshold (a distance)
+    # with the same decimals, enough to print each one that is used exactly.
+    decimals = threshold_decimals([row[1] for row in result.table] + [result.threshold, result.eer_threshold])
     print(f"{'target FAR':>10}  {'threshold':>10}  {'FAR':>7}  {'FRR':>7}")
     for target, threshold, far, frr in result.table:
-        print(f"{100 * target:>9.2f}%  {threshold:>10.6g}  {100 * far:>6.2f}%  {100 * frr:>6.2f}%")
-    print(f"EER {100 * result.eer:.2f}% at threshold {result.eer_threshold:.6g}")
-    print(f"threshold for FAR <= {100 * result.target_far:.2f}%: {result.threshold:.6g} "
+        print(f"{100 * target:>9.2f}%  {threshold:>10.{decimals}f}  {100 * far:>6.2f}%  {100 * frr:>6.2f}%")
+    print(f"EER {100 * result.eer:.2f}% at threshold {result.eer_threshold:.{decimals}f}")
+    print(f"threshold for FAR <= {100 * result.target_far:.2f}%: {result.threshold:.{decimals}f} "
           f"(FAR {100 * result.far:.2f}%, FRR {100 * result.frr:.2f}% on this set)")
     if args.plot:
         print(f"plot: {output['plot']}")

@@ -15,7 +15,7 @@ import sys
 from ..cli import add_backend_arg
 from ..cli import positive_int as _positive
 
-# The service's defaults (`bpmt.serving.http`), repeated here so that `bpmt --help` does not import
+# The service's defaults (`bpmt.serving.http_limits`), repeated here so that `bpmt --help` does not import
 # FastAPI; tests/test_http.py checks that they agree.
 DEFAULT_MAX_BODY_MB = 8.0
 DEFAULT_MAX_VIDEO_MB = 64.0
@@ -43,7 +43,8 @@ def _megabytes(text: str) -> float:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .http import MB, Limits, serve
+    from .http import serve
+    from .http_limits import MB, Limits
 
     limits = Limits(max_body_bytes=max(1, int(args.max_body_mb * MB)),
                     max_video_bytes=max(1, int(args.max_video_mb * MB)), max_frames=args.max_frames,

@@ -10,7 +10,7 @@ Threshold: the one asked for; by default (`threshold="gallery"`) the one stored 
 Distances are the model's metric (`eval.metric`): Euclidean, or `1 - cos` for cosine models.
 On an approximate index (large galleries) the ranking is approximate too.
 
-`Identifier` holds a loaded model and gallery for repeated requests (the CLI and the HTTP service).
+`Identifier` holds a loaded model and gallery for repeated requests (the CLI's `identify`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import search
-from .gallery import Gallery, GalleryError, check_model, load_gallery, read_manifest
+from .gallery import Gallery, GalleryError, check_model, load_gallery
 
 Threshold = float | None | Literal["gallery"]
 MIN_CANDIDATES = 32
@@ -121,7 +121,7 @@ def identify_embeddings(gallery: Gallery, embeddings: np.ndarray, names: Sequenc
 
 
 class Identifier:
-    """A recogniser and a gallery loaded once; `refresh()` picks up newer gallery generations."""
+    """A recogniser and a gallery, loaded once."""
 
     def __init__(self, model: str | os.PathLike, gallery_dir: str | os.PathLike,
                  nprobe: int = search.DEFAULT_NPROBE, ef_search: int = search.DEFAULT_EF_SEARCH,
@@ -143,13 +143,6 @@ class Identifier:
         check_model(gallery.manifest, self.fingerprint, self.config.eval.metric)
         return gallery
 
-    def refresh(self) -> bool:
-        """Reload the gallery if a writer committed a new generation; True if it did."""
-        if read_manifest(self.gallery_dir).generation == self.gallery.manifest.generation:
-            return False
-        self.gallery = self._open()
-        return True
-
     def embed(self, corpus, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """`(N, E)` test embeddings of a `PoseCorpus`."""
         from ..evaluation.evaluate import embed_corpus
@@ -165,7 +158,7 @@ class Identifier:
 
     def identify_sequences(self, sequences: Sequence, top_k: int = 5, threshold: Threshold = "gallery",
                            source: str = "") -> list[Identification]:
-        """One identification per `bpmt.data.io.Sequence`."""
+        """One identification per `bpmt.data.sequence.Sequence`."""
         from ..data.corpus import PoseCorpus
 
         return self.identify_corpus(PoseCorpus.from_sequences(list(sequences), source=source), top_k, threshold)

@@ -52,9 +52,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..data.io import CAMERA_VIDEO, MAX_ABS_VALUE, Sequence, _json_kind
+from ..data.gait3d import CAMERA_VIDEO
+from ..data.pose_json import json_kind
+from ..data.sequence import MAX_ABS_VALUE, Sequence
 from ..errors import BPMTError, DataError
 from ..skeleton import NUM_JOINTS
+from ..text import plural
 from .video.boxes import box_around_keypoints, expand_boxes
 from .video.extract import SUBJECT, ExtractOptions, to_sequence
 from .video.track import IoUTracker
@@ -108,8 +111,8 @@ class ImportReport:
         "detection not tracked": 0, "track too short": 0})
 
     def summary(self) -> str:
-        text = (f"{self.frames} frames, {self.detections} detections, {self.tracks} track{'s' * (self.tracks != 1)} "
-                f"found, {self.kept} kept with {self.pose_frames} frames")
+        text = (f"{plural(self.frames, 'frame')}, {plural(self.detections, 'detection')}, "
+                f"{plural(self.tracks, 'track')} found, {self.kept} kept with {plural(self.pose_frames, 'frame')}")
         dropped = ", ".join(f"{n} {why.replace(' ', 's ' if n != 1 else ' ', 1)}"
                             for why, n in self.dropped.items() if n)
         text += f" (dropped: {dropped})" if dropped else ""
@@ -135,7 +138,7 @@ def import_poses(fmt: str, src: str | os.PathLike, *, subject: str, camera_video
     report.frames = len(frames)
     report.detections = sum(len(d) for d in frames.values())
     if report.detections == 0:
-        raise DataError(f"{src}: no person detected on any of its {len(frames)} frames")
+        raise DataError(f"{src}: no person detected on any of its {plural(len(frames), 'frame')}")
     tracks = track_detections(with_boxes(frames, min_score, report), max_gap, report)
     report.tracks = len(tracks)
     sequences = []
@@ -256,7 +259,7 @@ def get_field(obj: object, name: str, where: str, optional: bool = False) -> obj
     """`obj[name]` of a JSON object; DataError when `obj` is not an object or (unless `optional`,
     which gives None) has no `name`."""
     if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected an object, found {_json_kind(obj)}")
+        raise DataError(f"{where}: expected an object, found {json_kind(obj)}")
     if name not in obj:
         if optional:
             return None
@@ -269,12 +272,12 @@ def numbers(value: object, count: int | tuple[int, ...], where: str, name: str) 
     counts = (count,) if isinstance(count, int) else count
     wanted = " or ".join(map(str, counts))
     if not isinstance(value, list):
-        raise DataError(f'{where}: "{name}" must be a list of {wanted} numbers, found {_json_kind(value)}')
+        raise DataError(f'{where}: "{name}" must be a list of {wanted} numbers, found {json_kind(value)}')
     if len(value) not in counts:
         raise DataError(f'{where}: "{name}" must hold {wanted} numbers, found {len(value)}')
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise DataError(f'{where}: "{name}" value {i + 1} is not a number ({_json_kind(item)})')
+            raise DataError(f'{where}: "{name}" value {i + 1} is not a number ({json_kind(item)})')
         if isinstance(item, int) and abs(item) > MAX_ABS_VALUE:   # before float(): huge ints overflow
             raise DataError(f'{where}: "{name}" value {i + 1} is implausible (|value| must not exceed '
                             f'{MAX_ABS_VALUE:g})')
@@ -290,14 +293,14 @@ def numbers(value: object, count: int | tuple[int, ...], where: str, name: str) 
 def number(value: object, where: str, name: str) -> float:
     """A single plausible JSON number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f'{where}: "{name}" must be a number, found {_json_kind(value)}')
+        raise DataError(f'{where}: "{name}" must be a number, found {json_kind(value)}')
     return float(numbers([value], 1, where, name)[0])
 
 
 def frame_number(value: object, where: str, name: str) -> int:
     """A JSON frame number: a non-negative integer (at most 18 digits)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10 ** 18:
-        raise DataError(f'{where}: "{name}" must be a non-negative whole number, found {_json_kind(value)}')
+        raise DataError(f'{where}: "{name}" must be a non-negative whole number, found {json_kind(value)}')
     return value
 
 
@@ -316,7 +319,7 @@ def read_alphapose(src: Path, report: ImportReport) -> Frames:
     """AlphaPose's results JSON (see the module docstring) -> detections per frame."""
     entries = load_json(src)
     if not isinstance(entries, list):
-        raise DataError(f"{src}: expected AlphaPose's list of detections, found {_json_kind(entries)}")
+        raise DataError(f"{src}: expected AlphaPose's list of detections, found {json_kind(entries)}")
     if not entries:
         raise DataError(f"{src}: no detections (an empty list)")
     frames: Frames = {}
@@ -381,7 +384,7 @@ def read_openpose(src: Path, report: ImportReport) -> Frames:
         path = src / name
         people = get_field(load_json(path), "people", str(path))
         if not isinstance(people, list):
-            raise DataError(f'{path}: "people" must be a list, found {_json_kind(people)}')
+            raise DataError(f'{path}: "people" must be a list, found {json_kind(people)}')
         frames[frame] = []
         for p, person in enumerate(people):
             where = f"{path}: person {p}"
@@ -389,7 +392,7 @@ def read_openpose(src: Path, report: ImportReport) -> Frames:
             layout = next((k for k, n in OPENPOSE_JOINTS.items() if isinstance(values, list) and 3 * n == len(values)),
                           None)
             if layout is None:
-                found = len(values) if isinstance(values, list) else _json_kind(values)
+                found = len(values) if isinstance(values, list) else json_kind(values)
                 raise DataError(f'{where}: "pose_keypoints_2d" must hold 75 (BODY_25) or 54 (COCO-18) numbers, '
                                 f"found {found}")
             values = numbers(values, 3 * OPENPOSE_JOINTS[layout], where, "pose_keypoints_2d")
@@ -412,11 +415,11 @@ def read_mmpose(src: Path, report: ImportReport) -> Frames:
             raise DataError(f"{src}: expected {shapes}; found an object with keys {sorted(map(str, data))[:5]}")
         data, where = data["instance_info"], f"{src}: instance_info"
         if not isinstance(data, list):
-            raise DataError(f"{where}: must be a list of {{\"frame_id\", \"instances\"}}, found {_json_kind(data)}")
+            raise DataError(f"{where}: must be a list of {{\"frame_id\", \"instances\"}}, found {json_kind(data)}")
     elif isinstance(data, list):
         where = str(src)
     else:
-        raise DataError(f"{src}: expected {shapes}; found {_json_kind(data)}")
+        raise DataError(f"{src}: expected {shapes}; found {json_kind(data)}")
     if not data:
         raise DataError(f"{where}: no frames (an empty list)")
     by_frame_id = isinstance(data[0], dict) and "instances" in data[0]
@@ -434,7 +437,7 @@ def read_mmpose(src: Path, report: ImportReport) -> Frames:
         else:
             frame, instances, frame_where = i, item, f"{where}: frame {i}"
         if not isinstance(instances, list):
-            raise DataError(f"{frame_where}: expected a list of instances, found {_json_kind(instances)}")
+            raise DataError(f"{frame_where}: expected a list of instances, found {json_kind(instances)}")
         frames[frame] = [mmpose_instance(instance, f"{frame_where}: instance {k}")
                          for k, instance in enumerate(instances)]
     return frames
@@ -444,7 +447,7 @@ def mmpose_instance(instance: object, where: str) -> Detection:
     """One MMPose instance (17 keypoints, their scores, optional bbox and bbox_score)."""
     points = get_field(instance, "keypoints", where)
     if not isinstance(points, list) or len(points) != NUM_JOINTS:
-        found = len(points) if isinstance(points, list) else _json_kind(points)
+        found = len(points) if isinstance(points, list) else json_kind(points)
         raise DataError(f'{where}: "keypoints" must hold {NUM_JOINTS} [x, y] points (COCO-17), found {found}')
     xy = np.stack([numbers(point, 2, where, f"keypoints[{j}]") for j, point in enumerate(points)])   # (17, 2)
     scores = numbers(get_field(instance, "keypoint_scores", where), NUM_JOINTS, where, "keypoint_scores")

@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from ..text import plural
+
 
 def register(sub) -> None:
     """Add `bpmt poses` to the `bpmt` parser."""
@@ -63,7 +65,7 @@ def cmd_poses(args: argparse.Namespace) -> int:
                                       options=options, progress=bar.update, report=report)
     seconds = time.perf_counter() - start
     if not sequences:
-        raise BPMTError(f"{args.video}: no person tracked with at least {args.min_frames} frames with a pose "
+        raise BPMTError(f"{args.video}: no person tracked with at least {plural(args.min_frames, 'frame')} with a pose "
                         f"({report.summary()}); try --min-frames, --detect-scale 1.5, or --single-person")
     root = write_sequences(sequences, args.out, overwrite=args.overwrite)
     if args.json:
@@ -73,7 +75,7 @@ def cmd_poses(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.video}: {report.summary()} in {seconds:.1f}s ({report.frames / max(seconds, 1e-9):.1f} frames/s)")
     for s in sequences:
-        print(f"  {s.name}: {len(s)} frames with a pose (video frames {s.frames[0]}-{s.frames[-1]}, "
+        print(f"  {s.name}: {plural(len(s), 'frame')} with a pose (video frames {s.frames[0]}-{s.frames[-1]}, "
               f"mean crop {s.crop_sizes[:, 0].mean():.0f} x {s.crop_sizes[:, 1].mean():.0f} px)")
-    print(f"wrote {len(sequences)} sequence{'s' * (len(sequences) != 1)} to {root}", file=sys.stderr)
+    print(f"wrote {plural(len(sequences), 'sequence')} to {root}", file=sys.stderr)
     return 0

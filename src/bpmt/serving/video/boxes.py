@@ -88,17 +88,3 @@ def expand_boxes(boxes: np.ndarray, margin: float, width: int, height: int) -> n
     x2 = np.clip(np.ceil(grown[:, 2]), x1 + 1, width)
     y2 = np.clip(np.ceil(grown[:, 3]), y1 + 1, height)
     return np.stack([x1, y1, x2, y2], axis=1).astype(np.int64)
-
-
-def smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average of a track's boxes over `window` frames (shrinking at the ends):
-    detector boxes jitter by several pixels, and a jittering crop shakes every keypoint."""
-    boxes = as_boxes(boxes)
-    if window <= 1 or len(boxes) <= 1:
-        return boxes
-    half = window // 2
-    cumulative = np.concatenate([np.zeros((1, 4)), np.cumsum(boxes, axis=0)])   # (T + 1, 4)
-    index = np.arange(len(boxes))
-    lo = np.clip(index - half, 0, len(boxes))
-    hi = np.clip(index + half + 1, 0, len(boxes))
-    return (cumulative[hi] - cumulative[lo]) / (hi - lo)[:, None]

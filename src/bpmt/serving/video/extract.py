@@ -22,8 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from ...data.io import Sequence
+from ...data.sequence import Sequence
 from ...errors import BPMTError
+from ...text import plural
 from .boxes import box_around_keypoints, expand_boxes
 from .detect import PersonDetector
 from .errors import VideoError
@@ -60,8 +61,8 @@ class VideoReport:
     dropped: dict[str, int] = field(default_factory=lambda: {"too short": 0, "too few poses": 0})
 
     def summary(self) -> str:
-        text = (f"{self.frames} frames read, {self.tracks} track{'s' * (self.tracks != 1)} found, "
-                f"{self.kept} kept with {self.pose_frames} frames with a pose")
+        text = (f"{plural(self.frames, 'frame')} read, {plural(self.tracks, 'track')} found, "
+                f"{self.kept} kept with {plural(self.pose_frames, 'frame')} with a pose")
         dropped = ", ".join(f"{n} {why}" for why, n in self.dropped.items() if n)
         return text + (f" (dropped: {dropped})" if dropped else "")
 

@@ -11,7 +11,8 @@ from typing import Iterable
 
 import numpy as np
 
-from ...data.io import CAMERA_VIDEO, Sequence
+from ...data.gait3d import CAMERA_VIDEO
+from ...data.sequence import Sequence
 from ...errors import DataError
 from ...skeleton import NUM_JOINTS
 

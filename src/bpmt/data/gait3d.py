@@ -1,25 +1,20 @@
-"""Reading pose sequences from disk: Gait3D's native text layout and OpenGait's pose pickles.
+"""Reading Gait3D's native pose layout.
 
-Gait3D layout: `2D_Poses/<ID>/<camidC_videoidV>/<seqK>/human_crop_f<frame>.txt`, each file one
-line of 53 comma-separated floats: crop width, crop height, then 17 x (x, y, conf).
-A sequence is named `<ID>-<camidC_videoidV>-<seqK>`, as in the official split file.
+Layout: `2D_Poses/<ID>/<camidC_videoidV>/<seqK>/human_crop_f<frame>.txt`, each file one line of
+53 comma-separated floats: crop width, crop height, then 17 x (x, y, conf). A sequence is named
+`<ID>-<camidC_videoidV>-<seqK>`, as in the official split file.
 
 Bad input never becomes a silent wrong array: with `on_error="raise"` the first problem raises
 `DataError` naming the file; with `on_error="skip"` the bad file (or empty sequence) is left out
 and counted in a `ParseReport`.
 
-Plausibility rule (files, pose pickles and pose JSON alike): every value is a finite number with
-|value| <= 1e6 (a pixel coordinate beyond a million, or one that would overflow float32, is damage,
-not a pose); a frame file's values are plain ASCII decimals and its crop width and height are > 0.
-Confidences may be negative (heatmap-based detectors report scores <= 0 for unseen joints).
-
-`parse_pose_json` validates a pose sequence sent as JSON (the HTTP service's input).
+Beyond the plausibility rule (`data.sequence`), a frame file's values are plain ASCII decimals and
+its crop width and height are > 0.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 from collections import Counter
@@ -31,10 +26,12 @@ from typing import Callable, Iterable, Literal
 import numpy as np
 
 from ..errors import DataError
-from ..skeleton import JOINT_NAMES, NUM_JOINTS
+from ..files import subfolders
+from ..skeleton import NUM_JOINTS
+from ..text import plural
+from .sequence import MAX_ABS_VALUE, Sequence
 
 FIELDS_PER_FILE = 2 + NUM_JOINTS * 3
-MAX_ABS_VALUE = 1e6
 # Only plain ASCII decimals: Python's float() would also take "1_000", "١٢" or "１", which no pose
 # writer produces, and the fast path (numpy) would refuse them anyway.
 NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
@@ -43,22 +40,6 @@ ASCII_SPACE = " \t\n\r\f\v"
 FRAME_FILE = re.compile(r"human_crop_f([0-9]+)\.txt\Z")
 CAMERA_VIDEO = re.compile(r"camid([0-9]+)_videoid([0-9]+)\Z")
 OnError = Literal["raise", "skip"]
-
-
-@dataclass
-class Sequence:
-    """One walking sequence. `keypoints` is `(T, 17, 3)` = x, y, confidence in crop pixels."""
-
-    name: str
-    subject: str
-    camera: str
-    video: str
-    frames: np.ndarray        # (T,) int64 frame numbers, ascending, gaps preserved
-    keypoints: np.ndarray     # (T, 17, 3) float32
-    crop_sizes: np.ndarray    # (T, 2) float32 crop width, height
-
-    def __len__(self) -> int:
-        return len(self.frames)
 
 
 @dataclass
@@ -84,9 +65,9 @@ class ParseReport:
         self.examples.extend(other.examples[: max(0, 10 - len(self.examples))])
 
     def summary(self) -> str:
-        text = f"{self.sequences} sequences, {self.files} frame files"
+        text = f"{plural(self.sequences, 'sequence')}, {plural(self.files, 'frame file')}"
         if self.ignored_files:
-            text += f", {self.ignored_files} non-frame files ignored"
+            text += f", {plural(self.ignored_files, 'non-frame file')} ignored"
         if self.skipped:
             problems = ", ".join(f"{n} x {p}" for p, n in sorted(self.skipped.items()))
             text += f"; skipped: {problems}"
@@ -134,14 +115,14 @@ def list_sequence_dirs(root: str | os.PathLike, ids: Iterable[str] | None = None
     root = resolve_gait3d_root(root)
     wanted = set(ids) if ids is not None else None
     found: list[SequenceDir] = []
-    subjects = _subdirs(root)
+    subjects = subfolders(root)
     if not subjects:
         raise DataError(f"{root}: no identity folders found (expected 2D_Poses/<ID>/<camid_videoid>/<seq>/)")
     for subject in subjects:
         if wanted is not None and subject not in wanted:
             continue
-        for camera_video in _subdirs(root / subject):
-            for seq in _subdirs(root / subject / camera_video):
+        for camera_video in subfolders(root / subject):
+            for seq in subfolders(root / subject / camera_video):
                 found.append(SequenceDir(subject, camera_video, seq, str(root / subject / camera_video / seq)))
     if wanted is not None and not found:
         raise DataError(f"{root}: none of the {len(wanted)} requested identities has a sequence folder here "
@@ -150,33 +131,6 @@ def list_sequence_dirs(root: str | os.PathLike, ids: Iterable[str] | None = None
         raise DataError(f"{root}: no sequence folders found (expected 2D_Poses/<ID>/<camid_videoid>/<seq>/)")
     found.sort(key=lambda d: d.name)
     return found
-
-
-def _subdirs(path: Path) -> list[str]:
-    """Sorted visible sub-folder names. A symbolic link that cannot be followed (dangling, or a
-    loop of links) or that points back to a folder containing it is an error, never a silent skip."""
-    try:
-        with os.scandir(path) as entries:
-            visible = [e for e in entries if not e.name.startswith(".")]
-    except OSError as exc:
-        raise DataError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
-    names = []
-    for entry in visible:
-        if entry.is_symlink():
-            try:
-                os.stat(entry.path)
-            except OSError as exc:
-                raise DataError(f"{entry.path}: symbolic link cannot be followed ({exc.strerror or exc})") from None
-            if os.path.isdir(entry.path):
-                real, here = os.path.realpath(entry.path), os.path.realpath(path)
-                if os.path.commonpath([real, here]) == real:
-                    raise DataError(f"{entry.path}: symbolic link loop (points to {real}, which contains it)")
-        try:
-            if entry.is_dir():
-                names.append(entry.name)
-        except OSError as exc:
-            raise DataError(f"{entry.path}: cannot inspect ({exc.strerror or exc})") from None
-    return sorted(names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,149 +408,3 @@ def read_gait3d(root: str | os.PathLike, ids: Iterable[str] | None = None, worke
     if not sequences:
         raise DataError(f"{resolve_gait3d_root(root)}: no valid sequences found ({report.summary()})")
     return sequences, report
-
-
-# ---------------------------------------------------------------------------------------------
-# OpenGait pose pickles
-
-
-def read_pose_pickles(root: str | os.PathLike, allow_pickle: bool = False,
-                      ids: Iterable[str] | None = None) -> list[Sequence]:
-    """Read OpenGait's `<ID>/<type>/<view>/*.pkl` layout, each pickle a `(T, 17, 3)` array.
-
-    Unpickling runs arbitrary code from the file, so this refuses unless `allow_pickle=True`
-    (the CLI's `--allow-pickle`): only open pickles you trust.
-    """
-    import pickle
-
-    if not allow_pickle:
-        raise DataError(f"{root}: reading pose pickles executes code stored in them; "
-                        "pass --allow-pickle (allow_pickle=True) only for files you trust")
-    root = Path(root)
-    wanted = set(ids) if ids is not None else None
-    sequences = []
-    for subject in _subdirs(root):
-        if wanted is not None and subject not in wanted:
-            continue
-        for kind in _subdirs(root / subject):
-            for view in _subdirs(root / subject / kind):
-                folder = root / subject / kind / view
-                pickles = sorted(p for p in folder.iterdir() if p.suffix == ".pkl")
-                for pkl in pickles:
-                    try:
-                        with open(pkl, "rb") as handle:
-                            array = np.asarray(pickle.load(handle), dtype=np.float64)
-                    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a data problem
-                        raise DataError(f"{pkl}: cannot read pose pickle ({type(exc).__name__}: {exc})") from None
-                    if array.ndim != 3 or array.shape[1:] != (NUM_JOINTS, 3) or len(array) == 0:
-                        raise DataError(f"{pkl}: expected a (T, 17, 3) array, found shape {array.shape}")
-                    check_keypoints(array, str(pkl))
-                    array = array.astype(np.float32)
-                    name = f"{subject}-{kind}-{view}" + (f"-{pkl.stem}" if len(pickles) > 1 else "")
-                    sequences.append(Sequence(
-                        name=name, subject=subject, camera=view, video=kind,
-                        frames=np.arange(len(array), dtype=np.int64), keypoints=array,
-                        crop_sizes=np.zeros((len(array), 2), dtype=np.float32)))
-    if not sequences:
-        raise DataError(f"{root}: no pose pickles found (expected <ID>/<type>/<view>/*.pkl)")
-    return sequences
-
-
-# ---------------------------------------------------------------------------------------------
-# Plausibility of keypoint arrays, and pose sequences sent as JSON
-
-
-def check_keypoints(keypoints: np.ndarray, where: str) -> None:
-    """Raise DataError naming `where`, the frame and the joint unless every value of `(T, 17, 3)`
-    keypoints is finite with |value| <= 1e6 (check before casting to float32, which would turn a
-    huge value into inf)."""
-    bad = ~np.isfinite(keypoints)
-    what = "is not finite"
-    if not bad.any():
-        bad = np.abs(keypoints) > MAX_ABS_VALUE
-        what = f"is implausible (|value| must not exceed {MAX_ABS_VALUE:g})"
-    if bad.any():
-        t, j, c = (int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"{where}: frame {t}, joint {j} ({JOINT_NAMES[j]}): {'xy'[c] if c < 2 else 'confidence'} "
-                        f"{what} ({keypoints[t, j, c]:g})")
-
-
-def parse_pose_json(obj: object, source: str = "<json>", *, min_frames: int = 1,
-                    max_frames: int | None = None) -> np.ndarray:
-    """A pose sequence sent as JSON -> `(T, 17, 3)` float32 keypoints (x, y, confidence).
-
-    `obj` is the decoded JSON value, or the JSON text itself (str or bytes): a list of frames, each
-    a list of 17 `[x, y, confidence]` triples in COCO-17 order, or an object whose `"keypoints"`
-    holds that list (other keys are the caller's). Every problem - not JSON, a wrong structure or
-    shape, a value that is not a number (strings and booleans included), NaN or inf, |value| > 1e6,
-    fewer than `min_frames` or more than `max_frames` frames - raises DataError naming `source`,
-    the frame and the joint.
-    """
-    if isinstance(obj, (str, bytes, bytearray)):
-        try:
-            obj = json.loads(obj)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise DataError(f"{source}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
-    where = source
-    if isinstance(obj, dict):
-        if "keypoints" not in obj:
-            raise DataError(f"{source}: expected a list of frames or an object with \"keypoints\", "
-                            f"found an object with keys {sorted(map(str, obj))[:5]}")
-        obj, where = obj["keypoints"], f"{source}: keypoints"
-    if not isinstance(obj, (list, tuple)):
-        raise DataError(f"{where}: expected a list of frames, each 17 [x, y, confidence] joints; "
-                        f"found {_json_kind(obj)}")
-    if len(obj) < min_frames:
-        raise DataError(f"{where}: {len(obj)} frames, at least {min_frames} needed")
-    if max_frames is not None and len(obj) > max_frames:
-        raise DataError(f"{where}: {len(obj)} frames, at most {max_frames} allowed")
-    flat: list = []
-    for t, frame in enumerate(obj):
-        if not isinstance(frame, (list, tuple)) or len(frame) != NUM_JOINTS:
-            raise DataError(f"{where}: frame {t}: expected a list of {NUM_JOINTS} [x, y, confidence] joints, "
-                            f"found {_json_kind(frame)}")
-        for j, joint in enumerate(frame):
-            if not isinstance(joint, (list, tuple)) or len(joint) != 3:
-                raise DataError(f"{where}: frame {t}, joint {j} ({JOINT_NAMES[j]}): expected [x, y, confidence], "
-                                f"found {_json_kind(joint)}")
-            flat.extend(joint)
-    if not all(_is_number_type(kind) for kind in set(map(type, flat))):
-        i = next(i for i, v in enumerate(flat) if not _is_number_type(type(v)))
-        raise DataError(f"{_joint_of(where, i)}: value {i % 3 + 1} is not a number ({_json_kind(flat[i])})")
-    try:
-        values = np.array(flat, dtype=np.float64).reshape(len(obj), NUM_JOINTS, 3)
-    except OverflowError:                          # an integer beyond float64: implausible anyway
-        i = next(i for i, v in enumerate(flat) if abs(v) > MAX_ABS_VALUE)
-        raise DataError(f"{_joint_of(where, i)}: value {i % 3 + 1} is implausible "
-                        f"(|value| must not exceed {MAX_ABS_VALUE:g})") from None
-    check_keypoints(values, where)
-    return values.astype(np.float32)
-
-
-def _joint_of(where: str, index: int) -> str:
-    """`where: frame t, joint j (name)` for the `index`-th number of a flattened `(T, 17, 3)` list."""
-    frame, joint = index // (NUM_JOINTS * 3), index // 3 % NUM_JOINTS
-    return f"{where}: frame {frame}, joint {joint} ({JOINT_NAMES[joint]})"
-
-
-def _is_number_type(kind: type) -> bool:
-    return issubclass(kind, (int, float)) and not issubclass(kind, bool)   # true is not a coordinate
-
-
-def _json_kind(value: object) -> str:
-    """How a JSON value looks, for error messages (never the whole value)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int) and abs(value) > 10 ** 18:   # repr of a huge int is slow, or refused
-        return "a very large integer"
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}"[:60]
-    if isinstance(value, str):
-        return f"the string {value[:30]!r}"
-    if isinstance(value, dict):
-        return f"an object with {len(value)} keys"
-    if isinstance(value, (list, tuple)):
-        return f"a list of {len(value)}"
-    return type(value).__name__
