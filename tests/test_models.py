@@ -278,3 +278,39 @@ def test_a_time_table_first_made_while_embedding_serves_training():
     weight = torch.ones(16, requires_grad=True)
     (time_encoding(7, 16) * weight).sum().backward()     # an inference tensor would refuse this
     assert time_encoding(7, 16) is first and weight.grad is not None
+
+
+@pytest.mark.parametrize("layer, shared", [("iip", False), ("vanilla", False), ("iip", True)])
+def test_limbs_in_one_pass_equal_each_limb_alone(layer, shared):
+    cfg = ModelConfig(layer=layer, dim=16, heads=2, t1_depth=2, frames_per_token=2, t1_shared=shared,
+                      reduce_dims=[8])
+    encoders = build_encoders(cfg, get_partition("default"), in_channels=3).eval()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():                 # every part's weights differ, layer norms included (they start at 1, 0)
+        for parameter in encoders.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=g) * 0.3 + (parameter == 1).float())
+    features = torch.randn(3, 12, 17, 3, generator=g)
+    padding = torch.zeros(3, 12, dtype=torch.bool)
+    padding[1, 6:] = True
+    with torch.no_grad():
+        together = encoders(features, padding)                    # no gradients: the grouped path
+        assert len(encoders._groups()) == 2 and len(encoders._groups()[1].parts) == 4   # torso; four limbs
+        for part in encoders.parts:
+            alone = encoders.forward_part(part, features[:, :, encoders.joints[part]], padding)
+            for field in ("tokens", "cls", "hidden"):
+                torch.testing.assert_close(getattr(together[part], field), getattr(alone, field),
+                                           atol=1e-5, rtol=1e-5, msg=f"{part}.{field}")
+
+
+def test_the_stacked_limb_weights_follow_every_change_of_the_parameters():
+    cfg = ModelConfig(dim=16, heads=2, t1_depth=1, frames_per_token=2, reduce_dims=[])
+    encoders = build_encoders(cfg, get_partition("default"), in_channels=3).eval()
+    features, padding = torch.randn(2, 8, 17, 3), torch.zeros(2, 8, dtype=torch.bool)
+    with torch.no_grad():
+        before = encoders(features, padding)["left_leg"].tokens
+        encoders.transformers[3].layers[0].ffn.net[0].weight.mul_(2.0)       # left leg's T1, in place
+        after = encoders(features, padding)["left_leg"].tokens
+        alone = encoders.forward_part("left_leg", features[:, :, encoders.joints["left_leg"]], padding).tokens
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, alone, atol=1e-5, rtol=1e-5)
+    assert "_grouped" not in "".join(encoders.state_dict())                  # the stacked copy is no state

@@ -18,7 +18,19 @@ import torch
 from torch import nn
 
 from ..skeleton import Partition
+from .grouped import parameter_key, stack_modules
 from .stack import GridTransformer
+
+
+@dataclass
+class PartGroup:
+    """Parts with equally many joints, their T1 weights stacked (`grouped.stack_modules`)."""
+    parts: list[str]
+    proj: nn.Module
+    joint_embed: torch.Tensor    # (P, J, D)
+    cls: torch.Tensor            # (P, D)
+    transformer: nn.Module
+    reducer: nn.Module
 
 
 @dataclass
@@ -128,7 +140,61 @@ class PartEncoders(nn.Module):
 
     def forward(self, features: torch.Tensor, padding_mask: torch.Tensor,
                 token_masks: dict[str, torch.Tensor] | None = None) -> dict[str, PartFeatures]:
-        """features `(B, T, 17, C)` of the whole body -> `{part: PartFeatures}`."""
+        """features `(B, T, 17, C)` of the whole body -> `{part: PartFeatures}`.
+
+        Embedding without gradients, the parts with equally many joints (the four limbs) run as
+        one computation (models/grouped.py); training runs each part's own modules."""
+        if token_masks is None and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            return self.forward_grouped(features, padding_mask)
         return {part: self.forward_part(part, features[:, :, self.joints[part]], padding_mask,
                                         None if token_masks is None else token_masks.get(part))
                 for part in self.parts}
+
+    def forward_grouped(self, features: torch.Tensor, padding_mask: torch.Tensor) -> dict[str, PartFeatures]:
+        """`forward` without token masks, parts of one joint count in one pass (same weights, same function)."""
+        B, T = padding_mask.shape
+        p = self.frames_per_token
+        out: dict[str, PartFeatures] = {}
+        for group in self._groups():
+            if len(group.parts) == 1:
+                part = group.parts[0]
+                out[part] = self.forward_part(part, features[:, :, self.joints[part]], padding_mask)
+                continue
+            P, J = len(group.parts), len(self.joints[group.parts[0]])
+            stacked = torch.cat([features[:, :, self.joints[part]] for part in group.parts])   # (P*B, T, J, C)
+            tokens = group.proj(patchify(stacked, p))                                     # (P*B, J, Tt, D)
+            Tt, D = tokens.shape[2], tokens.shape[3]
+            tokens = (tokens.view(P, B, J, Tt, D) + group.joint_embed[:, None, :, None, :]).view(P * B, J, Tt, D)
+            tokens = tokens + time_encoding(Tt, D, tokens.device)[None, None]
+            hidden = token_padding(padding_mask, p)[:, None, :].expand(B, J, Tt).repeat(P, 1, 1)   # (P*B, J, Tt)
+            cls = group.cls[:, None, :].expand(P, B, D).reshape(P * B, D)
+            tokens, cls = group.transformer(tokens, cls, hidden)
+            tokens, cls = group.reducer(tokens), group.reducer(cls)
+            for i, part in enumerate(group.parts):
+                rows = slice(i * B, (i + 1) * B)
+                out[part] = PartFeatures(tokens[rows], cls[rows], hidden[rows])
+        return {part: out[part] for part in self.parts}
+
+    def _groups(self) -> list[PartGroup]:
+        """The parts grouped by joint count, each group's weights stacked; rebuilt when a parameter changes."""
+        if "_parameter_list" not in self.__dict__:             # plain attributes: never in the state dict
+            self.__dict__["_parameter_list"] = list(self.parameters())
+        key = parameter_key(self.__dict__["_parameter_list"])
+        cached = self.__dict__.get("_grouped")
+        if cached is None or cached[0] != key:
+            by_size: dict[int, list[str]] = {}
+            for part in self.parts:
+                by_size.setdefault(len(self.joints[part]), []).append(part)
+            groups = []
+            with torch.no_grad():
+                for parts in by_size.values():
+                    tokenizers = [self.tokenizers[part] for part in parts]
+                    groups.append(PartGroup(
+                        parts=parts,
+                        proj=stack_modules([t.proj for t in tokenizers]),
+                        joint_embed=torch.stack([t.joint_embed for t in tokenizers]),            # (P, J, D)
+                        cls=self.cls_tokens[[self.parts.index(part) for part in parts]],         # (P, D)
+                        transformer=stack_modules([self.transformers[self._slot[part]] for part in parts]),
+                        reducer=stack_modules([self.reducers[self._slot[part]] for part in parts])))
+            self.__dict__["_grouped"] = (key, groups)
+        return self.__dict__["_grouped"][1]
