@@ -57,9 +57,9 @@ def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp
     assert rows[3].startswith("| training-free floor |") and rows[3].endswith("| — |")
 
     # Test-time read-outs of the same trained run: the default row reproduces the protocol's figures.
-    test_time = load("test_time")
-    read_outs = tmp_path / "test_time.json"
-    assert test_time.main(["--runs", str(out / "tiny"), "--data", str(serving_synth), "--folds", str(folds),
+    readout = load("readout")
+    read_outs = tmp_path / "readout.json"
+    assert readout.main(["--runs", str(out / "tiny"), "--data", str(serving_synth), "--folds", str(folds),
                            "--threads", "1", "--json", str(read_outs)]) == 0
     variants = json.loads(read_outs.read_text())["variants"]
     assert variants["chunked (default)"]["runs"][0] == {c: run[c] for c in ("rank1", "rank5", "mAP", "mINP")}

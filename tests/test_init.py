@@ -65,7 +65,7 @@ def test_init_into_phase1_loads_the_encoders_and_later_stages_follow_the_pipelin
     module = build_stage_module("phase1", cfg, num_classes=5, init=init)
     want = {k[len("encoders."):]: v for k, v in read_weights(init.path).items() if k.startswith("encoders.")}
     got = _state(module, "encoders.")
-    assert all(torch.equal(got[k], v) for k, v in want.items())
+    assert got.keys() == want.keys() and want and all(torch.equal(got[k], v) for k, v in want.items())
 
 
 def test_train_with_init_records_the_checkpoints_fingerprint_and_resume_refuses_a_changed_file(
@@ -77,7 +77,7 @@ def test_train_with_init_records_the_checkpoints_fingerprint_and_resume_refuses_
                  "--init", str(source), "stages=[finetune]", *TINY]) == 0
     assert f"finetune: starts from {source} (encoders, fusion)" in capsys.readouterr().err
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["init"]["checkpoint"] == str(source) and len(meta["init"]["sha256"]) == 64
+    assert meta["init"]["checkpoint"] == str(source.resolve()) and len(meta["init"]["sha256"]) == 64
     exported = json.loads((out / "model.json").read_text())
     assert exported["meta"]["init"] == meta["init"]            # provenance travels with the model
 
@@ -142,3 +142,35 @@ def test_the_shipped_model_can_start_a_finetuning_on_new_identities():
                 if k.startswith(f"network.{component}.")}
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert module.recognizer.head.classifier.weight.shape[0] == 7  # a new head for the new identities
+
+
+def test_a_run_resumed_after_its_first_stage_keeps_the_init_record_in_its_model(pretrained, synth, tmp_path):
+    out = tmp_path / "two"
+    args = ["train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(synth), "--out", str(out),
+            "stages=[phase1,finetune]", *TINY]
+    assert main([*args, "--init", str(pretrained / "phase1" / "weights.safetensors"), "--stage", "phase1"]) == 0
+    assert main([*args, "--resume"]) == 0                # phase 1 is done: the checkpoint is not read again
+    record = json.loads((out / "meta.json").read_text())["init"]
+    assert json.loads((out / "model.json").read_text())["meta"]["init"] == record
+
+
+def test_a_plain_exported_network_gives_its_embedding_too(synth, tmp_path):
+    from bpmt.engine.init import load_init
+    from bpmt.engine.stages import STAGE_TABLE
+
+    out = tmp_path / "full"
+    assert main(["train", "--config", str(CONFIGS / "tiny.yaml"), "--data", str(synth), "--out", str(out),
+                 "stages=[finetune]", *TINY]) == 0         # tiny.yaml: no LDA member, a plain network export
+    init = resolve_init(out / "model.safetensors")
+    assert init.path.name == "model.safetensors" and any(k.startswith("embed.") for k in init.state)
+    cfg = load_config(CONFIGS / "tiny.yaml", ["stages=[finetune]", *TINY])
+    module = STAGE_TABLE["finetune"].build(cfg, 3)
+    assert load_init(module, "finetune", STAGE_TABLE["finetune"].carries, init) == ["encoders", "fusion", "embed"]
+    assert torch.equal(module.recognizer.embed.weight, init.state["embed.weight"])
+
+
+def test_init_refuses_the_frame_transformer(pretrained):
+    cfg = load_config(CONFIGS / "gait3d-frame.yaml")
+    from bpmt.engine.init import check_architecture
+    with pytest.raises(CheckpointError, match="--init starts BPMT networks"):
+        check_architecture(resolve_init(pretrained), cfg)

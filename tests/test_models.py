@@ -270,9 +270,9 @@ def test_fusing_all_parts_at_once_equals_fusing_each_part():
 
 
 def test_a_time_table_first_made_while_embedding_serves_training():
-    from bpmt.models.part_encoder import time_encoding
+    from bpmt.models.part_encoder import _cached_time_encoding, time_encoding
 
-    time_encoding.cache_clear()
+    _cached_time_encoding.cache_clear()
     with torch.inference_mode():
         first = time_encoding(7, 16)
     weight = torch.ones(16, requires_grad=True)

@@ -18,13 +18,13 @@ Checks: the checkpoint's architecture (`model` keys that shape the network, body
 input channels) must equal the run's, read from the checkpoint's own config (its run folder's
 `config.yaml` or the exported model's sidecar) — some differences, e.g. `model.heads`, change no
 tensor shape; with no config beside it the strict per-component load is the check. The file's
-SHA-256 goes into the run's `meta.json` (and so into the exported model): `--resume` reloads the
-same file and refuses one whose bytes changed.
+absolute path and SHA-256 go into the run's `meta.json` (and so into the exported model):
+`--resume` before the first stage is complete reloads the same file and refuses one whose bytes
+changed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from ..config import Config, config_from_dict, load_config
-from ..errors import CheckpointError
+from ..errors import BPMTError, CheckpointError
+from ..files import read_json
 from .export import checked_sha256, resolve_model_path
 from .run import STAGES, RunFolder
 
@@ -46,7 +47,7 @@ ARCHITECTURE_KEYS = ("model.arch", "model.layer", "model.dim", "model.heads", "m
 COMPONENT_PREFIXES = {
     "encoders": ("encoders.", "recognizer.encoders.", "network.encoders."),
     "fusion": ("fusion.", "recognizer.fusion.", "network.fusion."),
-    "embed": ("recognizer.embed.", "network.embed."),
+    "embed": ("embed.", "recognizer.embed.", "network.embed."),    # a finetuned recogniser only
 }
 
 
@@ -71,13 +72,19 @@ def _config_of(path: Path) -> Config | None:
     """The config a weights file was trained with: an exported model's sidecar, else its run's config.yaml."""
     sidecar = path.with_suffix(".json")
     if path.name != "weights.safetensors" and sidecar.is_file():
+        info = read_json(sidecar, f"model description of {path.name}", CheckpointError)
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{sidecar}: not a BPMT model description")
         try:
-            return config_from_dict(json.loads(sidecar.read_text())["config"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{sidecar}: unreadable model sidecar ({exc})") from None
+            return config_from_dict(info["config"])
+        except (BPMTError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{sidecar}: invalid model description ({type(exc).__name__}: {exc})") from None
     for folder in (path.parent, path.parent.parent):
         if (folder / "config.yaml").is_file() and (folder / "meta.json").is_file():
-            return load_config(folder / "config.yaml")
+            try:
+                return load_config(folder / "config.yaml")
+            except BPMTError as exc:
+                raise CheckpointError(f"{folder / 'config.yaml'}: the --init checkpoint's config: {exc}") from None
     return None
 
 
@@ -99,14 +106,18 @@ def resolve_init(source: str | os.PathLike) -> InitCheckpoint:
                                   "exported model.safetensors in this folder")
     elif not path.exists():
         path = resolve_model_path(source)           # a shipped model's name, or a clear "not found"
+    path = path.resolve()                           # recorded in meta.json: --resume may run elsewhere
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: --init takes a .safetensors file (a stage's weights or an exported "
+                              "model) or a run folder")
     sha = checked_sha256(path, "the --init checkpoint")
     config = _config_of(path)
     sidecar = path.with_suffix(".json")
     if path.name != "weights.safetensors" and sidecar.is_file():
-        recorded = json.loads(sidecar.read_text()).get("sha256")
-        if recorded and recorded != sha:
+        recorded = read_json(sidecar, f"model description of {path.name}", CheckpointError).get("sha256")
+        if recorded is not None and recorded != sha:
             raise CheckpointError(f"{path}: --init: the weights changed since export (SHA-256 {sha[:12]}…, "
-                                  f"{sidecar.name} says {recorded[:12]}…)")
+                                  f"{sidecar.name} says {str(recorded)[:12]}…)")
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -115,6 +126,9 @@ def resolve_init(source: str | os.PathLike) -> InitCheckpoint:
 
 
 def check_architecture(init: InitCheckpoint, cfg: Config) -> None:
+    if cfg.model.arch != "bpmt":
+        raise CheckpointError(f"{init.path}: --init starts BPMT networks (model.arch=bpmt); this config "
+                              f"trains model.arch={cfg.model.arch}")
     if init.config is None:
         return
     differ = [f"{key}: {_value(init.config, key)!r} there, {_value(cfg, key)!r} here"
@@ -132,6 +146,8 @@ def load_init(module: nn.Module, stage: str, carries: dict[str, str], init: Init
         wanted["embed"] = carries["encoders"].replace("encoders", "embed")
     loaded = []
     for component, target in wanted.items():
+        if component == "embed" and "encoders" not in loaded:
+            continue                                 # an embedding only on top of the T1 it was trained on
         prefixes = [p for p in COMPONENT_PREFIXES[component] if any(k.startswith(p) for k in init.state)]
         if not prefixes:
             continue
@@ -141,9 +157,6 @@ def load_init(module: nn.Module, stage: str, carries: dict[str, str], init: Init
         tensors = {k[len(prefix):]: v for k, v in init.state.items() if k.startswith(prefix)}
         try:
             module.get_submodule(target).load_state_dict(tensors, strict=True)
-        except AttributeError:
-            raise CheckpointError(f"{init.path}: --init: this config's {stage} has no {target} to load "
-                                  "(--init starts BPMT networks, model.arch=bpmt)") from None
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0][:300]
             raise CheckpointError(f"{init.path}: --init: its {component} do not fit this config's {stage} "

@@ -184,6 +184,9 @@ def init_checkpoint(run: RunFolder, cfg: Config, init: str | os.PathLike | None,
         if run.is_complete(cfg.stages[0]):
             return None                         # the checkpoint was read when the run began; nothing left to load
         init = started["checkpoint"]
+        if not Path(init).exists():
+            raise CheckpointError(f"{run.root}: --resume: the run started from {init} (meta.json, init), which "
+                                  "is gone; restore it or pass --init with the same file")
     if init is None:
         return None
     checkpoint = resolve_init(init)
@@ -223,6 +226,8 @@ def train(cfg: Config, corpus: PoseCorpus, out: str | os.PathLike, *, stage: str
     }
     if checkpoint is not None:
         meta["init"] = checkpoint.record()
+    elif resume and run.meta.is_file() and "init" in run.read_meta():
+        meta["init"] = run.read_meta()["init"]      # read when the run began; the export keeps the record
     if fabric.is_global_zero:
         run.root.mkdir(parents=True, exist_ok=True)
         if resume:

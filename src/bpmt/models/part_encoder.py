@@ -40,20 +40,32 @@ class PartFeatures:
     hidden: torch.Tensor     # (B, J_p, Tt) True = padded or masked-out token
 
 
-@functools.lru_cache(maxsize=64)
 def time_encoding(steps: int, dim: int, device=None) -> torch.Tensor:
     """Sinusoidal encoding `(steps, dim)`; works for any sequence length at test time.
 
-    Cached per (steps, dim, device) — read-only, a constant of every forward pass — and built
-    outside inference mode so that a table first made while embedding can serve training too.
+    Eager calls share one cached, read-only table per (steps, dim, device) — a constant of every
+    forward pass, built outside inference mode so that a table first made while embedding serves
+    training too. Traced or compiled calls (ONNX export) build it afresh, so that the exported
+    graph keeps the length symbolic.
     """
-    with torch.inference_mode(False):
-        position = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
-        freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-        enc = torch.zeros(steps, dim, device=device)
-        enc[:, 0::2] = torch.sin(position * freq)
-        enc[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or not isinstance(steps, int):
+        return _time_encoding(steps, dim, device)
+    return _cached_time_encoding(steps, dim, device)
+
+
+def _time_encoding(steps, dim: int, device=None) -> torch.Tensor:
+    position = torch.arange(steps, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    enc = torch.zeros(steps, dim, device=device)
+    enc[:, 0::2] = torch.sin(position * freq)
+    enc[:, 1::2] = torch.cos(position * freq[: dim // 2])
     return enc
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_time_encoding(steps: int, dim: int, device=None) -> torch.Tensor:
+    with torch.inference_mode(False):
+        return _time_encoding(steps, dim, device)
 
 
 def token_padding(padding_mask: torch.Tensor, frames_per_token: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ Issue 16 asks why the network alone does not beat the 90-line plain transformer 
 measure, so this script measures them on models `benchmarks/protocol.py` already trained (each run
 folder `seed<S>-fold<K>` under `--runs`, held-out fold K of `--folds`):
 
-* `chunked` — BPMT's default: sequences cut into chunks of `data.test_max_len` (60) frames, chunk
+* `chunked (default)` — BPMT's default: sequences cut into chunks of `data.test_max_len` (60) frames, chunk
   embeddings averaged by frame count, each with its mirror image (flip TTA), the post-BN feature;
 * `whole` — the whole sequence in one pass (`data.test_max_len` = 10,000), as the reference does
   (it keeps the first 400 frames);
@@ -13,9 +13,11 @@ folder `seed<S>-fold<K>` under `--runs`, held-out fold K of `--folds`):
 * `whole, pre-BN` — both;
 * `no flip` — chunked, post-BN, without the mirror image.
 
-Leave-one-out retrieval (Euclidean), the network alone; mean ± std over the runs found.
+(Every variant but `no flip` keeps the run's `eval.flip`.)
 
-    python benchmarks/test_time.py --runs runs/protocol/gait3d --data CACHE --json out.json
+Leave-one-out retrieval (the run's `eval.metric`, Euclidean by default), the network alone; mean ± std over the runs found.
+
+    python benchmarks/readout.py --runs runs/protocol/gait3d --data CACHE --json out.json
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ from bpmt.models.ensemble import network_of
 
 FOLDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "gait3d-38ids-folds.json"
 COLUMNS = ("rank1", "rank5", "mAP", "mINP")
-VARIANTS = {                     # name -> (test_max_len or None = the config's, pre-BN?, flip)
-    "chunked (default)": (None, False, True),
-    "whole": (10000, False, True),
-    "pre-BN": (None, True, True),
-    "whole, pre-BN": (10000, True, True),
+VARIANTS = {                     # name -> (test_max_len or None = the config's, pre-BN?, flip or None = the config's)
+    "chunked (default)": (None, False, None),
+    "whole": (10000, False, None),
+    "pre-BN": (None, True, None),
+    "whole, pre-BN": (10000, True, None),
     "no flip": (None, False, False),
 }
 
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         labels.append(run.name)
         for name, (max_len, pre_bn, flip) in VARIANTS.items():
             c = replace(cfg, data=replace(cfg.data, test_max_len=max_len or cfg.data.test_max_len),
-                        eval=replace(cfg.eval, flip=flip))
+                        eval=replace(cfg.eval, flip=cfg.eval.flip if flip is None else flip))
             embeddings = embed_corpus(model, c, test, ensemble=False, network=PreBN(network) if pre_bn else None)
             result = score_embeddings(embeddings, test.names, test.subjects, metric=cfg.eval.metric)["loo"]
             results[name].append({col: result[col] for col in COLUMNS})
