@@ -19,6 +19,7 @@ benchmark survives interruption.
 
     python benchmarks/protocol.py --config configs/gait3d.yaml --out runs/protocol --json gait3d.json
     python benchmarks/protocol.py --config configs/gait3d.yaml --name vanilla model.layer=vanilla
+    python benchmarks/protocol.py --init runs/synth-pretrain --name from-synthetic stages=[finetune]
 """
 
 from __future__ import annotations
@@ -86,14 +87,15 @@ def check_lda_member(model, test_features: np.ndarray, lda: np.ndarray, run_dir:
                          "(was it fitted on other training identities?)")
 
 
-def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, features: np.ndarray) -> dict:
+def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, features: np.ndarray,
+            init: str | None = None) -> dict:
     """Train (or reuse) one fold's run and score it, the network alone and as an ensemble with the
     LDA baseline (`result["fused"]`); `features` are `corpus_features(corpus)`."""
     train_ids, test_ids = fold_split(folds, k)
     if not (run_dir / "model.safetensors").is_file():
         resume = (run_dir / "config.yaml").is_file()
         train(config, corpus.select_ids(train_ids), run_dir, resume=resume, show_progress=show_progress,
-              report=lambda m: print(f"  {m}", file=sys.stderr), data_description=f"fold {k} train")
+              report=lambda m: print(f"  {m}", file=sys.stderr), data_description=f"fold {k} train", init=init)
     model, cfg, _, _ = load_recognizer(run_dir)
     test = corpus.select_ids(test_ids)
     embeddings = embed_corpus(model, cfg, test, ensemble=False)   # the network alone; the ensemble below
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/protocol", help="folder for runs and the data cache")
     parser.add_argument("--json", dest="json_out", help="write results here")
     parser.add_argument("--progress", action="store_true", help="show per-step progress bars")
+    parser.add_argument("--init", metavar="CHECKPOINT",
+                        help="start every run's first stage from this checkpoint (`bpmt train --init`), e.g. a "
+                             "pretraining on synthetic walkers that no fold's identities are part of")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
 
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in fold_ids:
             print(f"[{name}] seed {seed} fold {k}", file=sys.stderr)
             result = run_one(config, corpus, folds, k, out / name / f"seed{seed}-fold{k}", args.progress,
-                             features)
+                             features, args.init)
             print(f"  network alone: rank1 {result['rank1']:.2f}  mAP {result['mAP']:.2f}  (ensemble with LDA: rank1 "
                   f"{result['fused']['rank1']:.2f}  mAP {result['fused']['mAP']:.2f})", file=sys.stderr)
             per_run.append(result)
@@ -159,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_folds(floor_runs, floor_summary, COLUMNS, [f"fold {k}" for k in fold_ids]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({
-            "name": name, "config": args.config, "overrides": args.overrides, "seeds": seeds, "folds": fold_ids,
+            "name": name, "config": args.config, "overrides": args.overrides, "init": args.init,
+            "seeds": seeds, "folds": fold_ids,
             "runs": [{"label": label, **r} for label, r in zip(labels, per_run)], "summary": summary,
             "fused_with_lda": {"summary": fused_summary}, "floor": {"runs": floor_runs, "summary": floor_summary}}, indent=2))
     return 0

@@ -2,8 +2,9 @@
 (e.g. seed 0 one day, seed 1 the next) into one table: the runs side by side, mean ± std over all of
 them, the network alone and the LDA ensemble.
 
-The inputs must agree on config and overrides (`engine.threads` aside: it changes speed, not the
-model) and must not repeat a (seed, fold) run.
+The inputs must agree on config, overrides (`engine.threads` aside: it changes speed, not the
+model) and `--init`, and must not repeat a (seed, fold) run; they may cover different folds (the
+training-free floor, the same for every seed, is then joined per fold).
 
     python benchmarks/protocol_merge.py docs/results/leakfree-1-full-BPMT.json seed1.json --json both.json
 """
@@ -28,20 +29,27 @@ def _model_overrides(result: dict) -> list[str]:
 def merge(results: list[dict], name: str | None = None) -> dict:
     first = results[0]
     for other in results[1:]:
-        if other["config"] != first["config"] or _model_overrides(other) != _model_overrides(first):
+        if (other["config"] != first["config"] or _model_overrides(other) != _model_overrides(first)
+                or other.get("init") != first.get("init")):
             raise SystemExit(f"cannot merge {first['name']} ({first['config']} {first['overrides']}) with "
                              f"{other['name']} ({other['config']} {other['overrides']}): another variant")
     runs = [run for result in results for run in result["runs"]]
     labels = [run["label"] for run in runs]
     if len(set(labels)) != len(labels):
         raise SystemExit(f"a (seed, fold) run appears twice: {sorted(labels)}")
+    floor_of = {}                                    # fold -> its training-free floor (no seed: the same everywhere)
+    for result in results:
+        floor_of.update(zip(result["folds"], result["floor"]["runs"]))
+    folds = sorted(floor_of)
+    floor_runs = [floor_of[k] for k in folds]
     return {
         "name": name or first["name"], "config": first["config"], "overrides": first["overrides"],
+        "init": first.get("init"),
         "seeds": sorted({s for result in results for s in result["seeds"]}),
-        "folds": first["folds"], "runs": runs,
+        "folds": folds, "runs": runs,
         "summary": mean_std([{c: run[c] for c in COLUMNS} for run in runs]),
         "fused_with_lda": {"summary": mean_std([run["fused"] for run in runs])},
-        "floor": first["floor"],
+        "floor": {"runs": floor_runs, "summary": mean_std([{c: r[c] for c in COLUMNS} for r in floor_runs])},
     }
 
 

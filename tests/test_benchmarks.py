@@ -77,6 +77,22 @@ def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp
     assert abs(both["summary"]["rank1"]["mean"] - (run["rank1"] + 5)) < 1e-9
     with pytest.raises(SystemExit, match="appears twice"):
         merge.merge([data, data])
+    fold0 = {**other, "folds": [0], "runs": [{**other["runs"][0], "label": "s1 f0"}],
+             "floor": {"runs": [{**data["floor"]["runs"][0], "rank1": 1.0}], "summary": {}}}
+    joined = merge.merge([data, fold0])                 # other folds: the floor is joined per fold
+    assert joined["folds"] == [0, 1] and [r["rank1"] for r in joined["floor"]["runs"]] == [
+        1.0, data["floor"]["runs"][0]["rank1"]]
+
+    # Every fold's run can start from a checkpoint trained elsewhere (`bpmt train --init`).
+    init_json = tmp_path / "from-init.json"
+    assert protocol.main([*args[:args.index("--json")], "--json", str(init_json), *TINY_TRAIN,
+                          "stages=[finetune]", "--name", "from-init", "--init", str(run_dir)]) == 0
+    started = json.loads((out / "from-init" / "seed0-fold1" / "meta.json").read_text())["init"]
+    assert started["checkpoint"] == str((run_dir / "finetune" / "weights.safetensors").resolve())
+    assert json.loads(init_json.read_text())["init"] == str(run_dir)
+    with pytest.raises(SystemExit, match="another variant"):
+        merge.merge([json.loads(init_json.read_text()), {**json.loads(init_json.read_text()), "init": None,
+                                                         "runs": []}])
     with pytest.raises(SystemExit, match="another variant"):
         merge.merge([data, {**other, "overrides": [*other["overrides"], "model.dim=8"]}])
 
