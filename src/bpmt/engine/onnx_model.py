@@ -9,7 +9,8 @@ Only the network is exported: features `(B, T, 17, C)` float32 and padding_mask 
 embedding `(B, E)` out, batch and time dynamic (T a multiple of `model.frames_per_token`, as
 `collate` pads). Input channels, chunking, flip TTA and an ensemble's LDA member stay in
 `evaluation.embed` / `models.ensemble`, shared with the torch path, so both backends differ only
-by the network's floating-point arithmetic (checked at export: at most `TOLERANCE`).
+by the network's floating-point arithmetic (checked at export: at most `TOLERANCE` times
+max(1, the largest |embedding| value)).
 
 Exporter: torch's TorchScript-based `torch.onnx.export(..., dynamo=False)` by default - seconds,
 where the torch.export-based one (`exporter="dynamo"`, needs onnxscript) took minutes on the
@@ -35,7 +36,7 @@ from .export import checked_sha256, file_sha256, resolve_model_path
 
 FORMAT = "bpmt-onnx"
 OPSET = 18                         # what both exporters write natively (the dynamo one converts down badly)
-TOLERANCE = 1e-4                   # max |ONNX - torch| over the embedding, checked at export
+TOLERANCE = 1e-4                   # max |ONNX - torch| / max(1, max |embedding|), checked at export
 INPUTS = ("features", "padding_mask")
 OUTPUT = "embedding"
 Backend = Literal["auto", "torch", "onnx"]
@@ -80,7 +81,7 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike | None = None, 
     """Export the network of recogniser `model` (run folder or .safetensors) to ONNX at `out`
     (default: beside the weights, `model.onnx`) with its `.onnx.json` description.
     -> (ONNX path, max |ONNX - torch| on the check batches). Nothing is written when the exported
-    graph disagrees with torch by more than `TOLERANCE`."""
+    graph disagrees with torch by more than `TOLERANCE` x max(1, max |embedding|)."""
     from ..data.channels import num_channels
     from ..models.ensemble import network_of
     from .export import load_recognizer
@@ -103,11 +104,16 @@ def export_onnx(model: str | os.PathLike, out: str | os.PathLike | None = None, 
     try:
         _write_onnx(network, example, tmp, opset, exporter)
         # Check on shapes other than the traced one: dynamic axes that were baked in would fail here.
-        error = max(_max_difference(network, tmp, probe_inputs(channels, multiple, batch, frames, seed))
-                    for seed, (batch, frames) in enumerate([(3, config.data.test_max_len), (1, 2 * multiple)]))
-        if not error <= TOLERANCE:
+        checks = [_max_difference(network, tmp, probe_inputs(channels, multiple, batch, frames, seed))
+                  for seed, (batch, frames) in enumerate([(3, config.data.test_max_len), (1, 2 * multiple)])]
+        error = max(difference for difference, _ in checks)
+        # float32 rounding grows with the embedding's size (a trained BNNeck's features reach ~10-100
+        # on the random probe inputs): 1e-4 absolute up to |embedding| 1, relative beyond.
+        allowed = TOLERANCE * max(1.0, max(scale for _, scale in checks))
+        if not error <= allowed:
             raise CheckpointError(f"{weights}: the exported ONNX graph disagrees with the network "
-                                  f"(max |difference| {error:.3g} > {TOLERANCE:g}); nothing written")
+                                  f"(max |difference| {error:.3g} > {allowed:.3g} = {TOLERANCE:g} x "
+                                  f"max(1, max |embedding|)); nothing written")
         info = {"format": FORMAT, "weights": weights.name, "weights_sha256": fingerprint,
                 "onnx_sha256": file_sha256(tmp), "opset": _opset_of(tmp), "exporter": exporter,
                 "torch": torch.__version__, "inputs": {"features": ["batch", "time", 17, channels],
@@ -159,16 +165,18 @@ def _opset_of(path: Path) -> int | None:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def _max_difference(network: nn.Module, path: Path, inputs: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """max |ONNX - torch| on `inputs`; inf when the graph cannot run them (e.g. a traced fixed shape)."""
+def _max_difference(network: nn.Module, path: Path, inputs: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """(max |ONNX - torch|, max |torch|) on `inputs`; the difference is inf when the graph cannot run
+    them (e.g. a traced fixed shape)."""
     with torch.no_grad():
         expected = network(*inputs).float().numpy()
+    scale = float(np.abs(expected).max())
     onnx_network = OnnxNetwork(path, threads=1)
     try:
         got = onnx_network(inputs[0].numpy(), inputs[1].numpy())
     except Exception:                                    # onnxruntime's own error types
-        return float("inf")
-    return float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+        return float("inf"), scale
+    return (float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")), scale
 
 
 # ---------------------------------------------------------------------------------------------
