@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TINY_TRAIN
@@ -64,6 +65,30 @@ def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp
     variants = json.loads(read_outs.read_text())["variants"]
     assert variants["chunked (default)"]["runs"][0] == {c: run[c] for c in ("rank1", "rank5", "mAP", "mINP")}
     assert set(variants) == {"chunked (default)", "whole", "pre-BN", "whole, pre-BN", "no flip"}
+
+    # A second seed of the same variant: K independently seeded networks, embeddings averaged.
+    seed1 = tmp_path / "seed1-real.json"
+    assert protocol.main([*args[:args.index("--json")], "--json", str(seed1), *TINY_TRAIN,
+                          "stages=[phase1,finetune]", "--seeds", "1"]) == 0
+    ensemble_json = tmp_path / "seeds.json"
+    assert load("seed_ensemble").main(["--runs", str(out / "tiny"), "--data", str(serving_synth), "--folds",
+                                       str(folds), "--threads", "1", "--json", str(ensemble_json)]) == 0
+    rows = json.loads(ensemble_json.read_text())["rows"]
+    second = json.loads(seed1.read_text())["runs"][0]
+    assert abs(rows["single"]["folds"][0]["rank1"] - (run["rank1"] + second["rank1"]) / 2) < 1e-9
+    assert set(rows) == {"single", "K=2"}
+    from bpmt.data.source import open_data
+    from bpmt.engine.export import load_recognizer
+    from bpmt.evaluation.evaluate import embed_corpus
+    from bpmt.evaluation.protocols import leave_one_out
+    test = open_data(serving_synth)[0].select_ids([f"{i:04d}" for i in range(4, 8)])
+    both = []
+    for seed in (0, 1):
+        model, cfg, _, _ = load_recognizer(out / "tiny" / f"seed{seed}-fold1")
+        e = embed_corpus(model, cfg, test, ensemble=False)
+        both.append(e / np.linalg.norm(e, axis=1, keepdims=True))
+    expected = leave_one_out((both[0] + both[1]) / 2, test.subjects)
+    assert abs(rows["K=2"]["folds"][0]["mAP"] - expected["mAP"]) < 1e-6
 
     # Two invocations of one variant (here: the same fold under two seed labels) merge into one table.
     merge = load("protocol_merge")
