@@ -133,3 +133,64 @@ def test_ablation_table_refuses_files_it_cannot_compare(tmp_path, capsys):
     (tmp_path / "b.json").write_text(json.dumps({**base, "folds": [1]}))
     assert ablation.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
     assert "different folds" in capsys.readouterr().err
+
+
+FAKE_REFERENCE = '''
+import argparse, os, sys, numpy as np, torch
+p = argparse.ArgumentParser(); p.add_argument("train"); p.add_argument("test"); p.add_argument("out")
+p.add_argument("--steps", type=int, default=1500); p.add_argument("--seed", type=int, default=0)
+p.add_argument("--train-ids"); p.add_argument("--test-ids"); a = p.parse_args()
+torch.set_num_threads(2)                       # as the real reference does
+train = open(a.train_ids).read().split(); test = open(a.test_ids).read().split()
+assert not set(train) & set(test), "train and test identities overlap"
+with open(os.path.join(os.path.dirname(a.out), "calls.txt"), "a") as log:
+    log.write(f"{torch.get_num_threads()} {a.seed} {a.steps} {len(train)}\\n")
+names, embs = [], []
+for s in sorted(os.listdir(a.test)):
+    if s not in test:
+        continue
+    for c in sorted(os.listdir(f"{a.test}/{s}")):
+        for q in sorted(os.listdir(f"{a.test}/{s}/{c}")):
+            names.append(f"{s}-{c}-{q}")
+            e = np.zeros(8); e[int(s) % 8] = 1.0; e[(int(s) + 1) % 8] += 1.2 * (q == "seq0")
+            embs.append(e)
+np.savez(a.out, embeddings=np.array(embs), seqs=np.array(names))
+'''
+
+
+def test_reference_runs_per_fold_with_its_threads_and_scores_leave_one_out(tmp_path, capsys):
+    from bpmt.evaluation.protocols import leave_one_out
+
+    poses = tmp_path / "2D_Poses"
+    for identity in ["0001", "0002", "0003", "0004", "0005", "0006"]:
+        for q in range(2 + int(identity) % 3):          # 2-4 sequences per identity
+            (poses / identity / "camid0_videoid1" / f"seq{q}").mkdir(parents=True)
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"folds": [["0001", "0002", "0003"], ["0004", "0005", "0006"]]}))
+    script = tmp_path / "fake_reference.py"
+    script.write_text(FAKE_REFERENCE)
+    reference = load("reference")
+    args = ["--script", str(script), "--data", str(poses), "--folds", str(folds), "--seeds", "3",
+            "--threads", "1", "--steps", "7", "--out", str(tmp_path / "runs"), "--json", str(tmp_path / "r.json")]
+    assert reference.main(args) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["seed"], r["fold"]) for r in result["runs"]] == [(3, 0), (3, 1)]
+    for fold, ids in enumerate([["0001", "0002", "0003"], ["0004", "0005", "0006"]]):
+        # the expected figures, from the fake's embeddings scored independently of the script
+        names = [f"{i}-camid0_videoid1-seq{q}" for i in ids for q in range(2 + int(i) % 3)]
+        embs = []
+        for name in names:
+            s, q = int(name[:4]), int(name[-1])
+            e = np.zeros(8); e[s % 8] = 1.0; e[(s + 1) % 8] += 1.2 * (q == 0)
+            embs.append(e)
+        expected = leave_one_out(np.array(embs), [n[:4] for n in names])
+        run = result["runs"][fold]
+        assert run["sequences"] == 9 and 0 < expected["rank1"] < 100
+        for key in ("rank1", "mAP", "mINP"):
+            assert run[key] == pytest.approx(expected[key])
+    calls = [(tmp_path / "runs" / f"seed3-fold{k}" / "calls.txt").read_text().split() for k in range(2)]
+    assert calls == [["1", "3", "7", "3"], ["1", "3", "7", "3"]]     # 1 thread kept, seed and steps passed
+    # a rerun reuses the finished runs: the script is not called again
+    assert reference.main(args) == 0
+    assert [(tmp_path / "runs" / f"seed3-fold{k}" / "calls.txt").read_text().count("\n") for k in range(2)] == [1, 1]
+    assert "mean ± std" in capsys.readouterr().out
