@@ -71,6 +71,8 @@ class ParseReport:
         if self.skipped:
             problems = ", ".join(f"{n} x {p}" for p, n in sorted(self.skipped.items()))
             text += f"; skipped: {problems}"
+            if self.examples:                                   # name a file to look at
+                text += f" (first: {self.examples[0]})"
         return text
 
     def to_dict(self) -> dict:
