@@ -194,3 +194,48 @@ def test_reference_runs_per_fold_with_its_threads_and_scores_leave_one_out(tmp_p
     assert reference.main(args) == 0
     assert [(tmp_path / "runs" / f"seed3-fold{k}" / "calls.txt").read_text().count("\n") for k in range(2)] == [1, 1]
     assert "mean ± std" in capsys.readouterr().out
+
+
+def test_learning_curve_trains_nested_identity_subsets_and_fits_the_error(serving_synth, tmp_path, capsys):
+    curve = load("learning_curve")
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps([[f"{i:04d}" for i in range(4)], [f"{i:04d}" for i in range(4, 8)]]))
+    out, result, png = tmp_path / "runs", tmp_path / "lc.json", tmp_path / "lc.png"
+    args = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--data", str(serving_synth), "--folds", str(folds),
+            "--sizes", "2,3,all", "--seeds", "0", "--out", str(out), "--json", str(result), "--plot", str(png),
+            *TINY_TRAIN, "stages=[finetune]"]
+    assert curve.main(args) == 0
+    data = json.loads(result.read_text())
+    runs = data["runs"]
+    assert [(r["fold"], r["identities"]) for r in runs] == [(0, 2), (0, 3), (0, 4), (1, 2), (1, 3), (1, 4)]
+    for fold in (0, 1):
+        chosen = [r["ids"] for r in runs if r["fold"] == fold]
+        assert chosen[0] == chosen[1][:2] and chosen[1] == chosen[2][:3]          # nested subsets
+        held_out = {f"{i:04d}" for i in range(4 * fold, 4 * fold + 4)}
+        assert not held_out & set(chosen[2]) and len(set(chosen[2])) == 4          # the fold's training ids
+    # each run trained on exactly its subset: the model's classifier has one class per identity
+    from bpmt.engine.export import load_recognizer
+    assert load_recognizer(out / "2ids" / "seed0-fold1")[0].head.classifier.out_features == 2
+    # the LDA column is the LDA baseline on the same subset, recomputed here independently
+    from bpmt.data.source import open_data
+    from bpmt.evaluation.protocols import leave_one_out
+    from bpmt.models.handcrafted import corpus_features, lda_embeddings
+    corpus, _ = open_data(serving_synth)
+    features, subjects = corpus_features(corpus), np.array(corpus.subjects)
+    run = runs[4]                                                                  # fold 1, 3 identities
+    train_rows, test_rows = np.isin(subjects, run["ids"]), np.isin(subjects, [f"{i:04d}" for i in range(4, 8)])
+    expected = leave_one_out(lda_embeddings(features[train_rows], subjects[train_rows], features[test_rows]),
+                             subjects[test_rows])
+    assert run["lda"]["rank1"] == pytest.approx(expected["rank1"]) and run["lda"]["mAP"] == pytest.approx(expected["mAP"])
+    # the per-size table averages its runs; the fit is a power law on the error and stays below 100
+    row = data["table"]["network"][1]
+    assert row["size"] == "3" and row["summary"]["mAP"]["mean"] == pytest.approx(
+        np.mean([r["network"]["mAP"] for r in runs if r["identities"] == 3]))
+    fit = data["fits"]["lda"]["mAP"]
+    assert fit["value_at"] < 100 and fit["value_at"] == pytest.approx(100 - fit["c"] * 3000 ** fit["b"])
+    assert png.stat().st_size > 1000 and "EXTRAPOLATED" in capsys.readouterr().out
+    weights = (out / "3ids" / "seed0-fold0" / "model.safetensors").read_bytes()
+    assert curve.main(args) == 0                                                   # finished runs are reused
+    assert (out / "3ids" / "seed0-fold0" / "model.safetensors").read_bytes() == weights
+    with pytest.raises(SystemExit, match="5 identities"):
+        curve.main([*args[:args.index("--sizes")], "--sizes", "5", *args[args.index("--sizes") + 2:]])
