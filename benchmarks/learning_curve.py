@@ -101,6 +101,8 @@ def plot(path: Path, table: dict, fits: dict, title: str) -> None:
             ax.errorbar(x, [r["summary"][metric]["mean"] for r in rows],
                         yerr=[r["summary"][metric]["std"] for r in rows], fmt=style, capsize=3,
                         label=f"{'BPMT network' if model == 'network' else 'LDA of hand-crafted features'}")
+            if model not in fits:
+                continue
             fit = fits[model][metric]
             grid = np.geomspace(min(x), max(x), 20)
             ax.plot(grid, fitted(fit, grid), ":", color="grey")
@@ -172,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             chosen = [r for r in runs if r["size"] == str(size)]
             table[model].append({"size": str(size), "identities": float(np.mean([r["identities"] for r in chosen])),
                                  "summary": mean_std([r[model] for r in chosen])})
+        if len(sizes) < 2:                                # one size: nothing to fit a trend through
+            continue
         fits[model] = {m: power_fit([(r["identities"], r[model][m]) for r in runs], args.extrapolate) for m in METRICS}
 
     print(f"\nlearning curve: {len(seeds)} seed(s) x {len(folds)} folds, leave-one-out on the held-out fold, "
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{s['rank1']['mean']:5.1f} ± {s['rank1']['std']:4.1f} / {s['mAP']['mean']:5.1f} ± "
                          f"{s['mAP']['std']:4.1f}")
         print(f"{table[models[0]][i]['identities']:>10.1f}  " + "  ".join(f"{c:>25}" for c in cells))
-    for model in models:
+    for model in fits:
         f = fits[model]
         print(f"{model}: fitted error 100 - y = c n^b: Rank-1 {f['rank1']['c']:.1f} n^{f['rank1']['b']:.3f}, "
               f"mAP {f['mAP']['c']:.1f} n^{f['mAP']['b']:.3f}; EXTRAPOLATED to {args.extrapolate:,.0f} identities "
