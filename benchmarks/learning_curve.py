@@ -28,10 +28,12 @@ import numpy as np
 from bpmt.config import load_config
 from bpmt.data.source import open_data
 from bpmt.engine.export import load_recognizer
-from bpmt.engine.trainer import train
 from bpmt.evaluation.evaluate import embed_corpus
 from bpmt.evaluation.protocols import fold_split, leave_one_out, load_folds, mean_std
 from bpmt.models.handcrafted import corpus_features, lda_embeddings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from protocol import train_or_reuse  # noqa: E402
 
 FOLDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "gait3d-38ids-folds.json"
 METRICS = ("rank1", "mAP")
@@ -52,8 +54,8 @@ def parse_sizes(text: str) -> list[int | str]:
 
 def subset(train_ids: list[str], size: int | str, seed: int, fold: int) -> list[str]:
     """The first `size` of the fold's training identities in an order fixed by (seed, fold)."""
-    order = np.random.default_rng([seed, fold]).permutation(len(train_ids))
-    shuffled = [sorted(train_ids)[i] for i in order]
+    ordered = sorted(train_ids)
+    shuffled = [ordered[i] for i in np.random.default_rng([seed, fold]).permutation(len(ordered))]
     n = len(shuffled) if size == "all" else size
     if n > len(shuffled):
         sys.exit(f"learning_curve.py: --sizes asks for {n} identities but fold {fold} trains on {len(shuffled)}")
@@ -62,10 +64,7 @@ def subset(train_ids: list[str], size: int | str, seed: int, fold: int) -> list[
 
 def network_scores(config, corpus, ids: list[str], test, run_dir: Path, fold: int) -> dict:
     """Train (or reuse) the network on `ids`, score it leave-one-out on `test`."""
-    if not (run_dir / "model.safetensors").is_file():
-        resume = (run_dir / "config.yaml").is_file()
-        train(config, corpus.select_ids(ids), run_dir, resume=resume, show_progress=False,
-              report=lambda m: print(f"  {m}", file=sys.stderr), data_description=f"fold {fold}: {len(ids)} ids")
+    train_or_reuse(config, corpus.select_ids(ids), run_dir, f"fold {fold}: {len(ids)} ids")
     model, cfg, _, _ = load_recognizer(run_dir)
     embeddings = embed_corpus(model, cfg, test, ensemble=False)
     result = leave_one_out(embeddings, test.subjects, metric=cfg.eval.metric)

@@ -52,15 +52,22 @@ FOLDS = SHARED / "gait3d-38ids-folds.json"
 COLUMNS = ("rank1", "rank5", "mAP", "mINP")
 
 
+def extract_shipped(dest: Path) -> Path:
+    """Extract the shipped tarball under `dest` -> its Gait3D `2D_Poses` folder."""
+    if not TARBALL.is_file():
+        sys.exit(f"the shipped tarball {TARBALL} is missing (give --data)")
+    with tarfile.open(TARBALL) as tar:
+        tar.extractall(dest, filter="data")
+    return Path(dest) / "Gait3D" / "2D_Poses"
+
+
 def shipped_cache(out: Path) -> Path:
     """Prepared cache of the shipped tarball under `out` (built once)."""
     cache = out / "gait3d-38ids.cache"
     if is_cache(cache):
         return cache
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(TARBALL) as tar:
-            tar.extractall(tmp, filter="data")
-        build_cache(Path(tmp) / "Gait3D" / "2D_Poses", cache, workers=2)
+        build_cache(extract_shipped(Path(tmp)), cache, workers=2)
     # The extracted source is gone; the cache records that and loads without a staleness check.
     return cache
 
@@ -87,15 +94,21 @@ def check_lda_member(model, test_features: np.ndarray, lda: np.ndarray, run_dir:
                          "(was it fitted on other training identities?)")
 
 
+def train_or_reuse(config, corpus, run_dir: Path, description: str, show_progress: bool = False,
+                   init: str | None = None) -> None:
+    """Train `config` on `corpus` into `run_dir`: nothing when it is finished, resumed when begun."""
+    if (run_dir / "model.safetensors").is_file():
+        return
+    train(config, corpus, run_dir, resume=(run_dir / "config.yaml").is_file(), show_progress=show_progress,
+          report=lambda m: print(f"  {m}", file=sys.stderr), data_description=description, init=init)
+
+
 def run_one(config, corpus, folds, k: int, run_dir: Path, show_progress: bool, features: np.ndarray,
             init: str | None = None) -> dict:
     """Train (or reuse) one fold's run and score it, the network alone and as an ensemble with the
     LDA baseline (`result["fused"]`); `features` are `corpus_features(corpus)`."""
     train_ids, test_ids = fold_split(folds, k)
-    if not (run_dir / "model.safetensors").is_file():
-        resume = (run_dir / "config.yaml").is_file()
-        train(config, corpus.select_ids(train_ids), run_dir, resume=resume, show_progress=show_progress,
-              report=lambda m: print(f"  {m}", file=sys.stderr), data_description=f"fold {k} train", init=init)
+    train_or_reuse(config, corpus.select_ids(train_ids), run_dir, f"fold {k} train", show_progress, init)
     model, cfg, _, _ = load_recognizer(run_dir)
     test = corpus.select_ids(test_ids)
     embeddings = embed_corpus(model, cfg, test, ensemble=False)   # the network alone; the ensemble below

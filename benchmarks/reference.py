@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -30,10 +29,12 @@ import numpy as np
 from bpmt.evaluation.protocols import fold_split, leave_one_out, load_folds, mean_std
 from bpmt.evaluation.report import format_folds
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from protocol import extract_shipped  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SCRIPT = SHARED / "reference" / "plain_transformer.py"
-TARBALL = SHARED / "data" / "gait3d-2d-poses-38ids.tar.gz"
 FOLDS = SHARED / "data" / "gait3d-38ids-folds.json"
 COLUMNS = ("rank1", "rank5", "mAP", "mINP")
 
@@ -54,14 +55,7 @@ def poses_folder(data: Path | None, scratch: Path) -> Path:
             sys.exit(f"reference.py: --data {data}: not a folder (give a Gait3D 2D_Poses folder; "
                      f"the reference reads the raw per-frame files, not a cache)")
         return data
-    if not TARBALL.is_file():
-        sys.exit(f"reference.py: no --data and the shipped tarball {TARBALL} is missing")
-    with tarfile.open(TARBALL) as tar:
-        tar.extractall(scratch, filter="data")
-    found = sorted(scratch.rglob("2D_Poses"))
-    if not found:
-        sys.exit(f"reference.py: {TARBALL} holds no 2D_Poses folder")
-    return found[0]
+    return extract_shipped(scratch)
 
 
 def run_one(script: Path, poses: Path, train_ids: list[str], test_ids: list[str], seed: int,
