@@ -49,7 +49,7 @@ import numpy as np
 
 from bpmt.data.corpus import PoseCorpus
 from bpmt.data.source import open_data
-from bpmt.data.synth import GAIT3D_TEST_SEQUENCES, GAIT3D_TRAIN_SEQUENCES, gait3d_plan, iter_plan
+from bpmt.data.synth import DETECTORS, GAIT3D_TEST_SEQUENCES, GAIT3D_TRAIN_SEQUENCES, gait3d_plan, iter_plan
 from bpmt.errors import BPMTError
 from bpmt.skeleton import LEFT_HIP, LEFT_SHOULDER, RIGHT_HIP, RIGHT_SHOULDER
 
@@ -288,10 +288,11 @@ def corpus_arrays(corpus: PoseCorpus) -> Iterator[Arrays]:
         yield corpus.keypoints[rows], corpus.crop_sizes[rows], corpus.frames[rows]
 
 
-def synthetic_arrays(count: int, seed: int) -> Iterator[Arrays]:
-    """The first `count` sequences of a Gait3D-shaped synthetic plan just large enough to hold them."""
+def synthetic_arrays(count: int, seed: int, detector: str = "plain") -> Iterator[Arrays]:
+    """The first `count` sequences of a Gait3D-shaped synthetic plan just large enough to hold them,
+    with the detector model `detector` (`bpmt synth --detector`)."""
     scale = max(count / (GAIT3D_TRAIN_SEQUENCES + GAIT3D_TEST_SEQUENCES), 0.002)
-    for sequence in itertools.islice(iter_plan(gait3d_plan(scale, seed), seed), count):
+    for sequence in itertools.islice(iter_plan(gait3d_plan(scale, seed, detector=detector), seed), count):
         yield sequence.keypoints, sequence.crop_sizes, sequence.frames
 
 
@@ -369,11 +370,13 @@ def _ratio(real: float, synthetic: float) -> str:
     return f"**{text}**" if ratio <= 0 or abs(math.log(ratio)) > math.log(OFF_BY) else text
 
 
-def format_table(real: dict[str, float], synthetic: dict[str, float]) -> str:
-    lines = ["| statistic | real | synthetic | synthetic / real |", "|---|---:|---:|---:|"]
+def format_table(real: dict[str, float], synthetic: dict[str, dict[str, float]]) -> str:
+    """One row per statistic: real, then each detector model's synthetic value and its ratio to real."""
+    header = "| statistic | real |" + "".join(f" synthetic, {name} | {name} / real |" for name in synthetic)
+    lines = [header, "|---|---:|" + "---:|---:|" * len(synthetic)]
     for key, label, kind in ROWS:
-        lines.append(f"| {label} | {_cell(real[key], kind)} | {_cell(synthetic[key], kind)} | "
-                     f"{_ratio(real[key], synthetic[key])} |")
+        lines.append(f"| {label} | {_cell(real[key], kind)} |" + "".join(
+            f" {_cell(stats[key], kind)} | {_ratio(real[key], stats[key])} |" for stats in synthetic.values()))
     return "\n".join(lines)
 
 
@@ -388,11 +391,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=int, default=400,
                         help="synthetic sequences to generate (default: %(default)s, about the real subset's 394)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    parser.add_argument("--detectors", default=",".join(DETECTORS),
+                        help="comma-separated detector models of the generator to compare (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="parser processes for raw folders")
     parser.add_argument("--json", dest="json_out", help="write the statistics to this JSON file")
     args = parser.parse_args(argv)
     if args.synthetic < 1:
         parser.error("--synthetic must be at least 1")
+    detectors = args.detectors.split(",")
+    if not detectors or any(d not in DETECTORS for d in detectors):
+        parser.error(f"--detectors: choose among {', '.join(DETECTORS)}, got {args.detectors!r}")
 
     try:
         start = time.perf_counter()
@@ -408,10 +416,12 @@ def main(argv: list[str] | None = None) -> int:
             real = corpus_statistics(corpus_arrays(corpus))
         print(f"real: {real['sequences']} sequences, {real['frames']} frames in "
               f"{time.perf_counter() - start:.1f}s", file=sys.stderr)
-        start = time.perf_counter()
-        synthetic = corpus_statistics(synthetic_arrays(args.synthetic, args.seed))
-        print(f"synthetic: {synthetic['sequences']} sequences (seed {args.seed}), {synthetic['frames']} frames in "
-              f"{time.perf_counter() - start:.1f}s", file=sys.stderr)
+        synthetic = {}
+        for detector in detectors:
+            start = time.perf_counter()
+            synthetic[detector] = stats = corpus_statistics(synthetic_arrays(args.synthetic, args.seed, detector))
+            print(f"synthetic, detector {detector}: {stats['sequences']} sequences (seed {args.seed}), "
+                  f"{stats['frames']} frames in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     except (BPMTError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -419,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"real ({args.data or TARBALL}) vs synthetic (bpmt.data.synth, Gait3D preset, seed {args.seed})")
     print(format_table(real, synthetic))
     if args.json_out:
-        result = {"real": _json_safe(real), "synthetic": _json_safe(synthetic),
+        result = {"real": _json_safe(real), "synthetic": {d: _json_safe(v) for d, v in synthetic.items()},
                   "data": str(args.data or TARBALL), "seed": args.seed, "synthetic_sequences": args.synthetic}
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json_out}", file=sys.stderr)

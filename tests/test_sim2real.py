@@ -174,11 +174,16 @@ def test_main_prints_the_table_and_writes_json(tmp_path, capsys):
                           "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     keys = {key for key, _, _ in sim2real.ROWS}
-    assert keys <= set(data["real"]) and keys <= set(data["synthetic"])
-    assert data["real"]["sequences"] == 6 and data["synthetic"]["sequences"] == 5
-    assert 0.0 <= data["synthetic"]["leg_swaps"] <= 1.0 and data["real"]["confidence_mean"] > 0.5
+    assert sorted(data["synthetic"]) == ["gait3d", "plain"]
+    for stats in data["synthetic"].values():
+        assert keys <= set(data["real"]) and keys <= set(stats)
+        assert stats["sequences"] == 5 and 0.0 <= stats["leg_swaps"] <= 1.0
+    assert data["real"]["sequences"] == 6 and data["real"]["confidence_mean"] > 0.5
     printed = capsys.readouterr().out.splitlines()
-    header = printed.index("| statistic | real | synthetic | synthetic / real |")
+    header = printed.index("| statistic | real | synthetic, plain | plain / real | synthetic, gait3d | gait3d / real |")
     rows = printed[header + 2:]
-    assert len(rows) == len(sim2real.ROWS) and all(row.count("|") == 5 for row in rows)
+    assert len(rows) == len(sim2real.ROWS) and all(row.count("|") == 7 for row in rows)
     assert rows[0].startswith("| sequences | 6 | 5 |")
+    with pytest.raises(SystemExit):
+        sim2real.main(["--data", str(real), "--synthetic", "5", "--detectors", "plain,nope"])
+    assert "choose among plain, gait3d, got 'plain,nope'" in capsys.readouterr().err

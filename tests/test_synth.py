@@ -11,8 +11,8 @@ import pytest
 from bpmt.cli import main
 from bpmt.data.gait3d import read_gait3d
 from bpmt.data.synth import (
-    FPS, iter_synthetic, sample_cameras, sample_conditions, sample_route, sample_signature, synthesize,
-    walk_3d, write_synthetic,
+    FPS, detect, gait3d_plan, iter_plan, iter_synthetic, sample_cameras, sample_conditions, sample_route,
+    sample_signature, synthesize, uniform_plan, walk_3d, write_synthetic,
 )
 from bpmt.errors import DataError
 from bpmt.skeleton import LIMBS
@@ -146,3 +146,87 @@ def test_cli_synth(tmp_path, capsys):
     assert len(read_gait3d(tmp_path / "out")[0]) == 4
     assert main(["synth", str(tmp_path / "out"), "--subjects", "1"]) == 2
     assert "not an empty folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# The "gait3d" detector model (fitted to real Gait3D sequences, benchmarks/sim2real.py)
+
+
+def _conditions(detector: str = "plain", **changes):
+    from dataclasses import replace
+    cameras = sample_cameras(np.random.default_rng(0))
+    signature = sample_signature(np.random.default_rng(1))
+    visit = sample_route(np.random.default_rng(2), 1, cameras)[0]
+    conditions = sample_conditions(np.random.default_rng(3), visit, cameras[visit.camera_id], signature,
+                                   min_frames=400, max_frames=400, detector=detector)
+    return signature, replace(conditions, **changes)
+
+
+def test_gait3d_detector_mirrors_the_whole_body():
+    """A whole-body swap puts every left joint where its right twin was (and lowers confidence)."""
+    signature, clean = _conditions("gait3d", noise=0.0, box_jitter=0.0, miss_rate=0.0, swap_rate=0.0,
+                                   drop_rate=0.0, body_swap_rate=0.0)
+    from dataclasses import replace
+    image = np.random.default_rng(5).uniform(0, 300, (clean.num_frames, 20, 2))
+    plain = detect(image, clean, np.random.default_rng(6))
+    mirrored = detect(image, replace(clean, body_swap_rate=1.0), np.random.default_rng(6))
+    left, right = [1, 3, 5, 7, 9, 11, 13, 15], [2, 4, 6, 8, 10, 12, 14, 16]
+    kept = np.isin(plain.frames, mirrored.frames)
+    np.testing.assert_allclose(mirrored.keypoints[:, left, :2], plain.keypoints[kept][:, right, :2])
+    np.testing.assert_allclose(mirrored.keypoints[:, 0, :2], plain.keypoints[kept][:, 0, :2])
+    assert mirrored.keypoints[..., 2].mean() < plain.keypoints[..., 2].mean() - 0.05
+
+
+def test_gait3d_detector_drops_about_its_missing_fraction_in_gaps():
+    _, conditions = _conditions("gait3d", drop_rate=0.3)
+    from dataclasses import replace
+    from bpmt.data.synth import _gaps
+    rng = np.random.default_rng(7)
+    kept = np.concatenate([_gaps(400, conditions, rng) for _ in range(200)])
+    assert 1 - kept.mean() == pytest.approx(0.3 + 0.1 * 85 / 400 / 2, abs=0.05)   # + the rare long gaps
+    assert _gaps(400, replace(conditions, drop_rate=0.0), np.random.default_rng(8)).mean() > 0.75
+
+
+def _stats(sequences):
+    missing = np.mean([1 - len(s.frames) / (s.frames[-1] - s.frames[0] + 1) for s in sequences])
+    def isolated(keypoints, a, b):     # single frames whose left/right order differs from both neighbours
+        order = np.sign(keypoints[:, a, 0] - keypoints[:, b, 0])
+        return (order[1:-1] != order[:-2]) & (order[1:-1] != order[2:])
+    flips = np.mean(np.concatenate([isolated(s.keypoints, 5, 6) & isolated(s.keypoints, 11, 12)
+                                    for s in sequences]))
+    jitter = np.median([np.median(np.abs(np.diff(s.keypoints[:, 0, :2], 2, axis=0))) for s in sequences])
+    return missing, flips, jitter
+
+
+def test_gait3d_detector_moves_the_statistics_towards_real_gait3d():
+    """Against the plain model: more missing frames, more shoulder-order flips (whole-body swaps), less
+    jitter — the directions of the sim-to-real table."""
+    plan = gait3d_plan(0.003, seed=2)
+    plain = list(iter_plan(plan, seed=2))
+    real_like = list(iter_plan(gait3d_plan(0.003, seed=2, detector="gait3d"), seed=2))
+    assert len(plain) == len(real_like)
+    m_plain, f_plain, j_plain = _stats(plain)
+    m_real, f_real, j_real = _stats(real_like)
+    assert m_real > 2 * m_plain and f_real > 1.8 * f_plain and j_real < 0.8 * j_plain
+
+
+def test_gait3d_detector_turns_back_views_round():
+    cameras = sample_cameras(np.random.default_rng(0), 39)
+    away = {}
+    for detector in ("plain", "gait3d"):
+        headings = [v.heading for s in range(400) for v in sample_route(np.random.default_rng([9, s]), 2, cameras,
+                                                                         detector)]
+        away[detector] = np.mean(np.cos(headings) > 0.5)
+    assert away["gait3d"] < 0.75 * away["plain"]
+
+
+def test_unknown_detector_is_an_error(tmp_path, capsys):
+    with pytest.raises(ValueError, match="detector"):
+        uniform_plan(2, 2, detector="openpose")
+    with pytest.raises(ValueError, match="detector"):
+        gait3d_plan(0.01, detector="openpose")
+    with pytest.raises(SystemExit):
+        main(["synth", str(tmp_path / "x"), "--detector", "openpose"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "y"), "--subjects", "2", "--sequences-per-subject", "2",
+                 "--detector", "gait3d"]) == 0

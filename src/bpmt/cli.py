@@ -206,7 +206,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.preset is None:
         if args.scale is not None:
             raise BPMTError("--scale needs --preset gait3d")
-        plan = uniform_plan(args.subjects or 20, args.sequences_per_subject or 6)
+        plan = uniform_plan(args.subjects or 20, args.sequences_per_subject or 6, detector=args.detector)
         shape = f"{plural(plan.subjects, 'subject')} x {plural(int(plan.sequences[0]), 'sequence')}"
     else:
         if args.subjects or args.sequences_per_subject:
@@ -214,10 +214,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
                             "drop --subjects/--sequences-per-subject (use --scale to resize)")
         scale = 1.0 if args.scale is None else args.scale
         try:
-            plan = gait3d_plan(scale, seed=args.seed)
+            plan = gait3d_plan(scale, seed=args.seed, detector=args.detector)
         except ValueError as exc:
             raise BPMTError(f"--scale {scale}: {exc}") from None
-        shape = (f"preset {args.preset} x {scale:g}: {plural(plan.subjects, 'subject')}, "
+        shape = (f"preset {args.preset} x {scale:g}, detector {args.detector}: {plural(plan.subjects, 'subject')}, "
                  f"{plural(plan.total, 'sequence')}, "
                  f"~{int(plan.lengths.sum()):,} frames before drops")
     start = time.perf_counter()
@@ -533,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a dataset of Gait3D's size and shape (4,000 identities, 25,309 sequences with Gait3D's "
                         "skewed sequences per identity and lengths, 39 cameras) plus OUT/split.json")
     p.add_argument("--scale", type=float, help="with --preset: multiply its size, e.g. 0.125 (default: 1)")
+    p.add_argument("--detector", choices=["plain", "gait3d"], default="plain",
+                   help="the pose detector's errors: 'plain' (the original generator) or 'gait3d' (fitted to "
+                        "real Gait3D sequences: less jitter, more and longer gaps, whole-body left/right swaps, "
+                        "fewer back views; docs/results.md) (default: %(default)s)")
     p.add_argument("--workers", type=positive_int, default=1, help="parallel writer processes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default: %(default)s)")
     p.set_defaults(func=cmd_synth)

@@ -61,6 +61,16 @@ _BASE_CONFIDENCE = np.array([0.93, 0.92, 0.92, 0.88, 0.88, 0.90, 0.90, 0.84, 0.8
 _CLOTHING_SCALE = np.array([0.3] * 5 + [1.0] * 12)
 _LEFT_JOINTS = np.array([1, 3, 5, 7, 9, 11, 13, 15])
 _RIGHT_JOINTS = np.array([2, 4, 6, 8, 10, 12, 14, 16])
+_MIRRORED = [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]     # every left joint <-> its right
+
+# Detector models (`bpmt synth --detector`): "plain" is the original generator; "gait3d" is fitted to the
+# statistics of the shipped real Gait3D sequences (`benchmarks/sim2real.py`, docs/results.md): half the
+# keypoint and box jitter, more and longer gaps (a skewed missing fraction per sequence: median ~7%,
+# p90 ~35%; gaps of one frame or a few, now and then dozens), single-frame left/right swaps of the whole
+# body at low confidence, fewer back views, fewer low-confidence keypoints.
+DETECTORS = ("plain", "gait3d")
+AWAY_TURN = 0.4                 # gait3d: chance that a path walked away from the camera is walked towards it
+GAP_LOG_MEDIAN, GAP_LOG_STD = math.log(0.07), 1.26      # gait3d: missing fraction per sequence (log-normal)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +151,9 @@ class SequenceConditions:
     crop_margin: float        # crop padding around the person, fraction of the box height
     miss_rate: float          # chance that a joint starts a low-confidence spell in a frame
     swap_rate: float          # chance per frame that the detector swaps the knees and ankles
-    drop_rate: float          # chance per frame that the detection is missing
+    drop_rate: float          # chance per frame that the detection is missing ("gait3d": missing fraction)
+    body_swap_rate: float = 0.0   # chance per frame of a whole-body left/right swap ("gait3d")
+    detector: str = "plain"       # the detector model (DETECTORS)
 
 
 @dataclass
@@ -195,33 +207,60 @@ def sample_signature(rng: np.random.Generator) -> GaitSignature:
     )
 
 
-def sample_route(rng: np.random.Generator, sequences: int, cameras: list[SceneCamera]) -> list[Visit]:
+def sample_route(rng: np.random.Generator, sequences: int, cameras: list[SceneCamera],
+                 detector: str = "plain") -> list[Visit]:
     """Where a subject's sequences were filmed, one `Visit` per sequence.
 
     Like a Gait3D shopper, a subject passes a few cameras and is often recorded several times
-    along the same stretch, so sequences come in visits of about two.
+    along the same stretch, so sequences come in visits of about two. With the "gait3d" detector
+    model, paths walked away from the camera are turned round with chance `AWAY_TURN` (real Gait3D
+    sequences show far fewer back views than both directions of a corridor give).
     """
     visits = []
     for _ in range(max(1, math.ceil(sequences / 2))):
         camera_id = int(rng.integers(len(cameras)))
         camera = cameras[camera_id]
-        visits.append(Visit(
-            camera_id=camera_id,
-            video=int(rng.integers(1, VIDEOS_PER_SUBJECT + 1)),
-            heading=camera.corridor + math.pi * int(rng.integers(2)) + rng.normal(0.0, HEADING_SPREAD),
-            distance=camera.distance * rng.uniform(0.8, 1.2),
-            lateral_offset=rng.normal(0.0, 1.0),
-        ))
+        video = int(rng.integers(1, VIDEOS_PER_SUBJECT + 1))
+        heading = camera.corridor + math.pi * int(rng.integers(2)) + rng.normal(0.0, HEADING_SPREAD)
+        distance = camera.distance * rng.uniform(0.8, 1.2)
+        lateral_offset = rng.normal(0.0, 1.0)
+        if detector == "gait3d" and rng.random() < AWAY_TURN and math.cos(heading) > 0.5:
+            heading += math.pi
+        visits.append(Visit(camera_id=camera_id, video=video, heading=heading, distance=distance,
+                            lateral_offset=lateral_offset))
     return [visits[k // 2] for k in range(sequences)]
 
 
 def sample_conditions(rng: np.random.Generator, visit: Visit, camera: SceneCamera, signature: GaitSignature,
-                      min_frames: int = 40, max_frames: int = 160) -> SequenceConditions:
-    """Draw one recording during `visit`: exact path, speed, length and detector quality."""
+                      min_frames: int = 40, max_frames: int = 160, detector: str = "plain") -> SequenceConditions:
+    """Draw one recording during `visit`: exact path, speed, length and detector quality
+    (`detector`: the detector model, DETECTORS)."""
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
     num_frames = int(rng.integers(min_frames, max_frames + 1))
     speed = rng.uniform(0.85, 1.15)
     # Keep the whole path well in front of the camera, whichever way it is walked.
     half_path = 0.5 * num_frames / FPS * signature.stride_length * signature.cadence / 120.0 * speed
+    if detector == "gait3d":
+        return SequenceConditions(
+            camera_height=camera.height,
+            focal=camera.focal,
+            distance=max(visit.distance * rng.uniform(0.9, 1.1), half_path + 3.0),
+            lateral_offset=visit.lateral_offset + rng.normal(0.0, 0.3),
+            heading=visit.heading + rng.normal(0.0, 0.1),
+            speed=speed,
+            num_frames=num_frames,
+            start_phase=rng.uniform(0.0, 2 * math.pi),
+            first_frame=int(rng.integers(0, 20000)),
+            noise=rng.uniform(0.002, 0.0075),
+            box_jitter=rng.uniform(0.0025, 0.01),
+            crop_margin=rng.uniform(0.06, 0.12),
+            miss_rate=rng.uniform(0.0, 0.003),
+            swap_rate=rng.uniform(0.0, 0.004),
+            drop_rate=float(min(0.6, rng.lognormal(GAP_LOG_MEDIAN, GAP_LOG_STD))),
+            body_swap_rate=rng.uniform(0.0, 0.008),
+            detector=detector,
+        )
     return SequenceConditions(
         camera_height=camera.height,
         focal=camera.focal,
@@ -366,7 +405,8 @@ def detect(image_points: np.ndarray, conditions: SequenceConditions, rng: np.ran
     xy = image_points[:, :NUM_JOINTS] - corner[:, None]                        # (T, 17, 2) crop pixels
     xy = xy + rng.normal(0.0, 1.0, xy.shape) * c.noise * box_height[:, None]
 
-    confidence = _BASE_CONFIDENCE + rng.normal(0.0, 0.05, (num_frames, NUM_JOINTS))
+    base = _BASE_CONFIDENCE + (0.04 if c.detector == "gait3d" else 0.0)
+    confidence = base + rng.normal(0.0, 0.05, (num_frames, NUM_JOINTS))
     if far_side is not None:
         confidence = confidence - 0.15 * far_side
 
@@ -382,10 +422,16 @@ def detect(image_points: np.ndarray, conditions: SequenceConditions, rng: np.ran
     swapped = rng.random(num_frames) < c.swap_rate
     xy[swapped] = xy[swapped][:, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 13, 16, 15]]
 
+    if c.body_swap_rate > 0:
+        # The whole body mirrored on single frames, which the detector is unsure of (real back views).
+        mirrored = rng.random(num_frames) < c.body_swap_rate
+        xy[mirrored] = xy[mirrored][:, _MIRRORED]
+        confidence[mirrored] -= rng.uniform(0.1, 0.3, (int(mirrored.sum()), 1))
+
     keypoints = np.concatenate([xy, np.clip(confidence, 0.02, 0.99)[..., None]], axis=-1)
 
-    kept = rng.random(num_frames) >= c.drop_rate
-    if rng.random() < 0.3:                                                     # an occasional longer gap
+    kept = _gaps(num_frames, c, rng) if c.detector == "gait3d" else rng.random(num_frames) >= c.drop_rate
+    if c.detector != "gait3d" and rng.random() < 0.3:                          # an occasional longer gap
         gap = int(rng.integers(2, 8))
         start = int(rng.integers(1, max(2, num_frames - gap)))
         kept[start:start + gap] = False
@@ -393,6 +439,25 @@ def detect(image_points: np.ndarray, conditions: SequenceConditions, rng: np.ran
     frames = c.first_frame + np.flatnonzero(kept)
     return SyntheticWalk(frames=frames.astype(np.int64), keypoints=keypoints[kept].astype(np.float32),
                          crop_sizes=crop_sizes[kept].astype(np.float32))
+
+
+def _gaps(num_frames: int, c: SequenceConditions, rng: np.random.Generator) -> np.ndarray:
+    """The "gait3d" detector's missing frames -> `(T,)` bool kept: gaps of one frame (70%) or a few
+    (1 + log-normal, median 3), about `c.drop_rate` of the frames in all, and in one sequence of ten a
+    long gap of 20-150 frames (at most a third of the sequence)."""
+    kept = np.ones(num_frames, dtype=bool)
+    single = 0.7
+    mean_gap = single + (1.0 - single) * (1.0 + 3.0 * math.exp(0.9 ** 2 / 2))
+    count = int(rng.binomial(num_frames, min(1.0, c.drop_rate / mean_gap)))
+    lengths = np.where(rng.random(count) < single, 1, 1 + np.round(rng.lognormal(math.log(3.0), 0.9, count)))
+    starts = rng.integers(1, max(2, num_frames - 1), count)
+    for start, length in zip(starts, lengths.astype(np.int64)):
+        kept[start:start + length] = False
+    if rng.random() < 0.1:
+        length = min(int(rng.integers(20, 151)), num_frames // 3)
+        start = int(rng.integers(1, max(2, num_frames - length)))
+        kept[start:start + length] = False
+    return kept
 
 
 def synthesize(signature: GaitSignature, conditions: SequenceConditions,
@@ -438,6 +503,7 @@ class SynthPlan:
     lengths: np.ndarray | None          # (sum(sequences),) int64 frames before drops, subject-major; None: drawn per sequence from 40-160
     cameras: int = NUM_CAMERAS          # scene cameras shared by all subjects
     train_subjects: int | None = None   # the first ones train, the rest test; None: no split
+    detector: str = "plain"             # the detector model (DETECTORS)
 
     @property
     def subjects(self) -> int:
@@ -454,18 +520,25 @@ class SynthPlan:
         return self.lengths[start:start + int(self.sequences[subject])]
 
 
-def uniform_plan(subjects: int, sequences_per_subject: int) -> SynthPlan:
+def _check_detector(detector: str) -> None:
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+
+
+def uniform_plan(subjects: int, sequences_per_subject: int, detector: str = "plain") -> SynthPlan:
     if subjects < 1 or sequences_per_subject < 1:
         raise ValueError(f"need at least one subject and one sequence each, got {subjects} x {sequences_per_subject}")
-    return SynthPlan(np.full(subjects, sequences_per_subject, dtype=np.int64), None)
+    _check_detector(detector)
+    return SynthPlan(np.full(subjects, sequences_per_subject, dtype=np.int64), None, detector=detector)
 
 
-def gait3d_plan(scale: float = 1.0, seed: int = 0) -> SynthPlan:
+def gait3d_plan(scale: float = 1.0, seed: int = 0, detector: str = "plain") -> SynthPlan:
     """Gait3D's size and shape times `scale`: identities, training/test sequences, the skew of sequences
     per identity and the spread of sequence lengths (scale 1: 4,000 identities, 25,309 sequences,
     about 3.3 million frames). Pure function of `(scale, seed)`."""
     if not scale > 0 or not math.isfinite(scale):
         raise ValueError(f"scale must be a positive number, got {scale}")
+    _check_detector(detector)
     train_ids = round(GAIT3D_TRAIN_IDENTITIES * scale)
     test_ids = round(GAIT3D_IDENTITIES * scale) - train_ids
     train_seqs, test_seqs = round(GAIT3D_TRAIN_SEQUENCES * scale), round(GAIT3D_TEST_SEQUENCES * scale)
@@ -480,7 +553,7 @@ def gait3d_plan(scale: float = 1.0, seed: int = 0) -> SynthPlan:
     sequences = np.concatenate([train, test])
     lengths = np.clip(np.round(rng.lognormal(LENGTH_LOG_MEDIAN, LENGTH_LOG_STD, int(sequences.sum()))),
                       *LENGTH_RANGE).astype(np.int64)
-    return SynthPlan(sequences, lengths, cameras=GAIT3D_CAMERAS, train_subjects=train_ids)
+    return SynthPlan(sequences, lengths, cameras=GAIT3D_CAMERAS, train_subjects=train_ids, detector=detector)
 
 
 def _fit_total(counts: np.ndarray, total: int, floor: int, rng: np.random.Generator) -> np.ndarray:
@@ -504,16 +577,17 @@ def subject_id(subject: int) -> str:
 
 
 def _subject_sequences(subject: int, count: int, lengths: np.ndarray | None, cameras: list[SceneCamera],
-                       seed: int) -> Iterator[Sequence]:
+                       seed: int, detector: str = "plain") -> Iterator[Sequence]:
     """One subject's `count` sequences. Independent streams per purpose, subject and sequence:
     changing the number of sequences or subjects never changes who a subject is."""
     signature = sample_signature(np.random.default_rng([seed, 0, subject]))
-    route = sample_route(np.random.default_rng([seed, 3, subject]), count, cameras)
+    route = sample_route(np.random.default_rng([seed, 3, subject]), count, cameras, detector)
     folder_counts: dict[str, int] = {}
     for k, visit in enumerate(route):
         rng = np.random.default_rng([seed, 1, subject, k])
         frames = {} if lengths is None else {"min_frames": int(lengths[k]), "max_frames": int(lengths[k])}
-        conditions = sample_conditions(rng, visit, cameras[visit.camera_id], signature, **frames)
+        conditions = sample_conditions(rng, visit, cameras[visit.camera_id], signature, **frames,
+                                       detector=detector)
         walk = synthesize(signature, conditions, rng)
         camera_video = f"camid{visit.camera_id}_videoid{visit.video}"
         index = folder_counts.get(camera_video, 0)
@@ -534,7 +608,8 @@ def iter_plan(plan: SynthPlan, seed: int = 0) -> Iterator[Sequence]:
         raise ValueError(f"seed must be >= 0, got {seed}")
     cameras = _plan_cameras(plan, seed)
     for subject in range(plan.subjects):
-        yield from _subject_sequences(subject, int(plan.sequences[subject]), plan.lengths_of(subject), cameras, seed)
+        yield from _subject_sequences(subject, int(plan.sequences[subject]), plan.lengths_of(subject), cameras, seed,
+                                      plan.detector)
 
 
 def iter_synthetic(subjects: int, sequences_per_subject: int, seed: int = 0) -> Iterator[Sequence]:
@@ -558,18 +633,18 @@ def _write_sequence(folder: Path, sequence: Sequence) -> None:
             os.close(fd)
 
 
-# One job: (root, seed, camera count, [(subject, sequences, lengths or None), ...]).
-_Job = tuple[str, int, int, list[tuple[int, int, "np.ndarray | None"]]]
+# One job: (root, seed, camera count, detector, [(subject, sequences, lengths or None), ...]).
+_Job = tuple[str, int, int, str, list[tuple[int, int, "np.ndarray | None"]]]
 
 
 def _write_subjects(job: _Job) -> tuple[int, dict[int, list[str]]]:
     """Write some subjects' sequences (in a worker process); -> (sequences written, names per subject)."""
-    root, seed, num_cameras, subjects = job
+    root, seed, num_cameras, detector, subjects = job
     cameras = sample_cameras(np.random.default_rng([seed, 2]), num_cameras)
     names: dict[int, list[str]] = {}
     for subject, count, lengths in subjects:
         names[subject] = []
-        for sequence in _subject_sequences(subject, count, lengths, cameras, seed):
+        for sequence in _subject_sequences(subject, count, lengths, cameras, seed, detector):
             _write_sequence(Path(root) / sequence.subject / f"camid{sequence.camera}_videoid{sequence.video}"
                             / sequence.name.rsplit("-", 1)[1], sequence)
             names[subject].append(sequence.name)
@@ -583,10 +658,10 @@ def _jobs(plan: SynthPlan, root: Path, seed: int, per_job: int) -> list[_Job]:
         current.append((subject, int(plan.sequences[subject]), plan.lengths_of(subject)))
         size += int(plan.sequences[subject])
         if size >= per_job:
-            jobs.append((str(root), seed, plan.cameras, current))
+            jobs.append((str(root), seed, plan.cameras, plan.detector, current))
             current, size = [], 0
     if current:
-        jobs.append((str(root), seed, plan.cameras, current))
+        jobs.append((str(root), seed, plan.cameras, plan.detector, current))
     return jobs
 
 
