@@ -67,6 +67,23 @@ def test_clip_centred_test_chunks_are_centred_on_their_own_frames():
     assert not np.allclose(chunks[0][:, 5, :2] + chunks[0][:, 6, :2], 0)   # frames keep their own offsets
 
 
+def test_hip_origin_puts_each_frames_mid_hip_at_zero():
+    """`data.origin=hip` (the plain reference's normalisation with `data.scale=frame`): every frame's
+    mid-hip at 0, each frame's torso of length 1, the same pose as the neck origin shifted by the spine."""
+    from bpmt.data import transforms as tf
+
+    data = corpus(frames=70)
+    hip = PoseBatcher(data, DataConfig(origin="hip", scale="frame"), frames_per_token=1).normalized(0)
+    neck = PoseBatcher(data, DataConfig(scale="frame"), frames_per_token=1).normalized(0)
+    np.testing.assert_allclose(0.5 * (hip[:, 11, :2] + hip[:, 12, :2]), 0, atol=1e-5)
+    mid_shoulder = 0.5 * (hip[:, 5, :2] + hip[:, 6, :2])
+    np.testing.assert_allclose(np.linalg.norm(mid_shoulder, axis=-1), 1, atol=1e-5)
+    np.testing.assert_allclose(hip[..., :2], neck[..., :2] + mid_shoulder[:, None], atol=1e-5)
+    np.testing.assert_array_equal(hip[..., 2], neck[..., 2])
+    with pytest.raises(ValueError, match="origin"):
+        tf.normalize(data.keypoints_of(0), origin="knee")
+
+
 def test_training_needs_two_identities():
     batcher = PoseBatcher(corpus(identities=1), DataConfig(clip_len=16, clip_min=0), frames_per_token=4)
     with pytest.raises(DataError, match="at least 2 identities"):

@@ -30,6 +30,7 @@ def test_unknown_key_is_an_error_naming_it(tmp_path):
     ("model.layer=lstm", "model.layer"), ("data.channels=xy", "data.channels"),
     ("stages=[phase2,phase1,finetune]", "stages"), ("data.channels=[xy,foo]", "foo"),
     ("nonsense", "key=value"), ("phase1.mask_ratio=1.5", "mask_ratio"), ("data.center=hip", "data.center"),
+    ("data.origin=knee", "data.origin"),
 ])
 def test_wrong_values_are_errors(override, message):
     with pytest.raises(ConfigError, match=message):

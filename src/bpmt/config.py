@@ -24,6 +24,7 @@ class DataConfig:
     rotate: bool = False                          # spine-upright rotation per frame (GPGait HOT)
     scale: Literal["sequence", "frame"] = "sequence"
     center: Literal["frame", "clip"] = "frame"      # origin: each frame's neck, or the clip's mean neck
+    origin: Literal["neck", "hip"] = "neck"         # the point that `center` puts at 0: neck or mid-hip
     clip_len: int = 60                            # training clip length in frames (the longest)
     clip_min: int = 32                            # > 0: each batch's clip length is drawn from [clip_min, clip_len]
     test_max_len: int = 60                        # test sequences are embedded in chunks of at most this many frames

@@ -100,15 +100,15 @@ class PoseBatcher:
     def normalized(self, index: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Frames `rows` (default: all) of sequence `index`, normalised as part of the whole sequence:
         `(len(rows), 17, 3)` float32, equal to `tf.normalize(whole sequence)[rows]` (with
-        `data.center=clip` the frames are centred on their own mean neck instead)."""
+        `data.center=clip` the frames are centred on their own mean neck, or mid-hip, instead)."""
         keypoints = self.corpus.keypoints_of(index)                          # (T, 17, 3), maybe memory-mapped
         cfg = self.cfg
         if rows is None:
-            return tf.normalize(keypoints, rotate=cfg.rotate, scale=cfg.scale, center=cfg.center)
+            return tf.normalize(keypoints, rotate=cfg.rotate, scale=cfg.scale, center=cfg.center, origin=cfg.origin)
         if np.isnan(self.torso_lengths[index]):
             self.torso_lengths[index] = tf.reference_torso_length(keypoints)
         return tf.normalize(keypoints[rows], rotate=cfg.rotate, scale=cfg.scale,
-                            torso_length=self.torso_lengths[index], center=cfg.center)
+                            torso_length=self.torso_lengths[index], center=cfg.center, origin=cfg.origin)
 
     def clip_length(self, rng: np.random.Generator) -> int:
         """This batch's clip length: `clip_len`, or drawn from [clip_min, clip_len] (multiple of the token size)."""

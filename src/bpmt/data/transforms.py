@@ -63,8 +63,9 @@ def _median_torso(torso: np.ndarray, valid: np.ndarray) -> float:
 
 
 def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequence",
-              torso_length: float | None = None, center: str = "frame") -> np.ndarray:
-    """Centre each frame on the neck and scale torso length to 1; optionally make the spine vertical.
+              torso_length: float | None = None, center: str = "frame", origin: str = "neck") -> np.ndarray:
+    """Centre each frame on the neck (or mid-hip) and scale torso length to 1; optionally make the
+    spine vertical.
 
     keypoints: `(T, 17, 3)` x, y, conf in any pixel frame (y down). Returns `(T, 17, 3)` float32.
     scale="sequence": divide by the median torso length over the frames (keeps the within-sequence
@@ -81,6 +82,8 @@ def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequenc
     sway of the body in the crop stay in the coordinates (and in the velocities). With "clip" the
     result depends on which frames are given (a window is centred on its own mean), and `rotate`
     is not supported.
+    origin="neck" (default) or "hip": the point `center` puts at 0, the neck or the mid-hip (the
+    plain reference transformer's origin); the spine's rotation is the same about either.
     """
     if keypoints.ndim != 3 or keypoints.shape[1:] != (17, 3):
         raise ValueError(f"expected (T, 17, 3) keypoints, got shape {keypoints.shape}")
@@ -88,6 +91,8 @@ def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequenc
         raise ValueError(f"scale must be 'sequence' or 'frame', not {scale!r}")
     if center not in ("frame", "clip"):
         raise ValueError(f"center must be 'frame' or 'clip', not {center!r}")
+    if origin not in ("neck", "hip"):
+        raise ValueError(f"origin must be 'neck' or 'hip', not {origin!r}")
     if center == "clip" and rotate:
         raise ValueError("center='clip' cannot be combined with rotate=True (rotation is about each frame's neck)")
     points = _clean_points(keypoints)
@@ -100,11 +105,11 @@ def normalize(keypoints: np.ndarray, rotate: bool = False, scale: str = "sequenc
     else:
         lengths = np.where(valid, torso, fallback)
 
+    anchor = neck if origin == "neck" else neck + spine                  # (T, 2); the mid-hip = neck + spine
     if center == "frame":
-        xy -= neck[:, None, :]
+        xy -= anchor[:, None, :]
     else:
-        origin = neck[valid].mean(axis=0) if valid.any() else np.zeros(2)
-        xy -= origin
+        xy -= anchor[valid].mean(axis=0) if valid.any() else np.zeros(2)
     if rotate:
         # Rotation by phi maps (sin phi, cos phi) onto (0, 1): phi is the spine's angle from +y.
         safe = np.where(valid, torso, 1.0)
