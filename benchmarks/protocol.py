@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_folds(floor_runs, floor_summary, COLUMNS, [f"fold {k}" for k in fold_ids]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({
-            "name": name, "config": args.config, "overrides": args.overrides, "init": args.init,
+            "name": name, "config": args.config, "overrides": args.overrides, "init": args.init or config.init or None,
             "seeds": seeds, "folds": fold_ids,
             "runs": [{"label": label, **r} for label, r in zip(labels, per_run)], "summary": summary,
             "fused_with_lda": {"summary": fused_summary}, "floor": {"runs": floor_runs, "summary": floor_summary}}, indent=2))

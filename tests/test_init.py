@@ -174,3 +174,27 @@ def test_init_refuses_the_frame_transformer(pretrained):
     from bpmt.engine.init import check_architecture
     with pytest.raises(CheckpointError, match="--init starts BPMT networks"):
         check_architecture(resolve_init(pretrained), cfg)
+
+
+def test_the_configs_init_starts_the_run_and_the_flag_overrides_it(pretrained, synth, tmp_path, capsys):
+    """`init: CHECKPOINT` in a config (how configs/gait3d.yaml starts from the shipped synthetic
+    pretraining) does what `--init` does; `--init` wins; `init=` on the command line turns it off."""
+    config = tmp_path / "with-init.yaml"
+    config.write_text((CONFIGS / "tiny.yaml").read_text() + f"\ninit: {pretrained}\n")
+    base = ["--data", str(synth), "stages=[finetune]", *TINY]
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "a"), *base]) == 0
+    assert "finetune: starts from" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta["init"]["checkpoint"] == str((pretrained / "phase2" / "weights.safetensors").resolve())
+
+    other = tmp_path / "other.safetensors"
+    other.write_bytes((pretrained / "phase1" / "weights.safetensors").read_bytes())
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "b"), "--init", str(other), *base]) == 0
+    assert json.loads((tmp_path / "b" / "meta.json").read_text())["init"]["checkpoint"] == str(other.resolve())
+    assert f"starts from {other}" in capsys.readouterr().err
+
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "c"), *base, "init="]) == 0
+    assert "starts from" not in capsys.readouterr().err
+    assert "init" not in json.loads((tmp_path / "c" / "meta.json").read_text())
+    with pytest.raises(Exception, match="init"):
+        load_config(config, ["init=3"])

@@ -301,11 +301,11 @@ def _overrides_from_flags(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import DEFAULT_CONFIG, load_config
     from .engine.run import RunFolder
     from .engine.trainer import init_checkpoint, train
 
-    config = load_config(args.config, _overrides_from_flags(args))
+    config = load_config(args.config or DEFAULT_CONFIG, _overrides_from_flags(args))
     out = args.out or os.path.join("runs", f"{os.path.splitext(os.path.basename(args.config or 'default'))[0]}-"
                                    f"{time.strftime('%Y%m%d-%H%M%S')}")
     init = init_checkpoint(RunFolder(out), config, args.init, args.resume)     # before the (long) data reading
@@ -563,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("train", help="train BPMT (phase 1, phase 2, finetune) into a run folder")
-    p.add_argument("--config", help="YAML config (default: built-in defaults; see configs/)")
+    p.add_argument("--config", help="YAML config (default: the package's copy of configs/gait3d.yaml; see configs/)")
     add_data_args(p, data_flag=True)
     p.add_argument("--out", help="run folder (default: runs/<config>-<time>)")
     p.add_argument("--stage", choices=["phase1", "phase2", "finetune", "all"], default="all",

@@ -122,6 +122,9 @@ class EnsembleConfig:
 class Config:
     seed: int = 0
     stages: list[str] = field(default_factory=lambda: ["phase1", "phase2", "finetune"])
+    # The checkpoint the first stage starts from (as `bpmt train --init`, which overrides it): a run folder,
+    # a weights file or a shipped model's name (`bpmt models`); "" = none, the network starts at random.
+    init: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     phase1: Phase1Config = field(default_factory=Phase1Config)
@@ -204,6 +207,8 @@ def _check_value(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if annotation is str:
+        if value is None and key == "init":         # `init=` on the command line: no checkpoint
+            return ""
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
@@ -254,6 +259,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
         node[parts[-1]] = value
     return data
+
+
+# What `bpmt train` trains without --config: the package's copy of configs/gait3d.yaml (tested equal).
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "gait3d.yaml"
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

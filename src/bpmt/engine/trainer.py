@@ -175,9 +175,12 @@ def _save_checkpoint(fabric, path: Path, state: dict) -> None:
 
 def init_checkpoint(run: RunFolder, cfg: Config, init: str | os.PathLike | None,
                     resume: bool) -> InitCheckpoint | None:
-    """The `--init` checkpoint, checked against the config; on --resume, the one the run started from.
-    (`bpmt train` calls it before reading the data, so that a wrong checkpoint fails at once.)"""
+    """The `--init` checkpoint (else the config's `init`), checked against the config; on --resume, the
+    one the run started from. (`bpmt train` calls it before reading the data, so that a wrong checkpoint
+    fails at once.)"""
     started = run.read_meta().get("init") if resume and run.meta.is_file() else None
+    if init is None and cfg.init and started is None:
+        init = cfg.init
     if resume and started is None and init is not None:
         raise BPMTError(f"{run.root}: --resume with --init, but the run did not start from a checkpoint")
     if started is not None and init is None:
