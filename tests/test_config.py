@@ -60,12 +60,34 @@ def test_fast_config_is_the_default_with_the_ablation_overrides():
     root = Path(__file__).resolve().parents[1] / "configs"
     fast = load_config(root / "gait3d-fast.yaml")
     assert fast == load_config(root / "gait3d.yaml", ["model.layer=vanilla", "stages=[phase1,finetune]",
-                                                        "ensemble.lda=false"])
+                                                        "ensemble.lda=false", "init=", "data.scale=sequence"])
 
 
-def test_builtin_defaults_are_the_shipped_gait3d_config():
+def test_train_without_a_config_trains_the_shipped_gait3d_config(monkeypatch, tmp_path):
     """`bpmt train` without --config trains what configs/gait3d.yaml says: one source of truth."""
-    assert load_config(None) == load_config(CONFIGS / "gait3d.yaml")
+    from bpmt import cli
+    from bpmt.config import DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG.read_text() == (CONFIGS / "gait3d.yaml").read_text()
+    seen = []
+
+    def stop(path, overrides):
+        seen.append(path)
+        raise ConfigError("stop here")
+    monkeypatch.setattr("bpmt.config.load_config", stop)
+    assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert seen == [DEFAULT_CONFIG]
+
+
+def test_the_default_config_starts_from_the_shipped_synthetic_pretraining():
+    """configs/gait3d.yaml's `init` names a model shipped in the package whose architecture fits it."""
+    from bpmt.engine.init import check_architecture, resolve_init
+    from bpmt.engine.pretrained import shipped_model
+
+    cfg = load_config(CONFIGS / "gait3d.yaml")
+    assert cfg.init and shipped_model(cfg.init) is not None
+    check_architecture(resolve_init(cfg.init), cfg)            # raises on a mismatch
+    assert load_config(None).init == ""                         # other configs (demo, tiny) start at random
 
 
 @pytest.mark.parametrize("override, message", [

@@ -67,3 +67,15 @@ def test_enroll_and_identify_without_a_model_argument(gait3d_cache, tmp_path, ca
 def test_a_model_name_that_is_neither_shipped_nor_a_file_is_a_clear_error(capsys):
     assert main(["evaluate", "no-such-model", "--data", "."]) == 2
     assert "no-such-model: model file not found" in capsys.readouterr().err
+
+
+def test_the_synthetic_pretraining_is_shipped_with_its_card():
+    """`synthetic-walkers`: the start of configs/gait3d.yaml, trained on synthetic walkers only."""
+    shipped = shipped_model("synthetic-walkers")
+    assert shipped is not None
+    model, config, meta, fingerprint = load_recognizer("synthetic-walkers")
+    assert meta["num_classes"] == 375 and meta["data"].startswith("synthetic walkers")
+    assert config.data.scale == "frame" and config.stages == ["phase1", "phase2", "finetune"]
+    card = shipped.card.read_text()
+    assert fingerprint in card and "bpmt synth" in card and "--detector gait3d" in card
+    assert load_config(ROOT / "configs" / "gait3d.yaml").init == "synthetic-walkers"
