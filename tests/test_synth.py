@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from bpmt.cli import main
 from bpmt.data.gait3d import read_gait3d
 from bpmt.data.synth import (
-    FPS, detect, gait3d_plan, iter_plan, iter_synthetic, sample_cameras, sample_conditions, sample_route,
+    FPS, _gaps, detect, gait3d_plan, iter_plan, iter_synthetic, sample_cameras, sample_conditions, sample_route,
     sample_signature, synthesize, uniform_plan, walk_3d, write_synthetic,
 )
 from bpmt.errors import DataError
@@ -153,20 +154,18 @@ def test_cli_synth(tmp_path, capsys):
 
 
 def _conditions(detector: str = "plain", **changes):
-    from dataclasses import replace
     cameras = sample_cameras(np.random.default_rng(0))
     signature = sample_signature(np.random.default_rng(1))
     visit = sample_route(np.random.default_rng(2), 1, cameras)[0]
     conditions = sample_conditions(np.random.default_rng(3), visit, cameras[visit.camera_id], signature,
                                    min_frames=400, max_frames=400, detector=detector)
-    return signature, replace(conditions, **changes)
+    return replace(conditions, **changes)
 
 
 def test_gait3d_detector_mirrors_the_whole_body():
     """A whole-body swap puts every left joint where its right twin was (and lowers confidence)."""
-    signature, clean = _conditions("gait3d", noise=0.0, box_jitter=0.0, miss_rate=0.0, swap_rate=0.0,
+    clean = _conditions("gait3d", noise=0.0, box_jitter=0.0, miss_rate=0.0, swap_rate=0.0,
                                    drop_rate=0.0, body_swap_rate=0.0)
-    from dataclasses import replace
     image = np.random.default_rng(5).uniform(0, 300, (clean.num_frames, 20, 2))
     plain = detect(image, clean, np.random.default_rng(6))
     mirrored = detect(image, replace(clean, body_swap_rate=1.0), np.random.default_rng(6))
@@ -178,9 +177,7 @@ def test_gait3d_detector_mirrors_the_whole_body():
 
 
 def test_gait3d_detector_drops_about_its_missing_fraction_in_gaps():
-    _, conditions = _conditions("gait3d", drop_rate=0.3)
-    from dataclasses import replace
-    from bpmt.data.synth import _gaps
+    conditions = _conditions("gait3d", drop_rate=0.3)
     rng = np.random.default_rng(7)
     kept = np.concatenate([_gaps(400, conditions, rng) for _ in range(200)])
     assert 1 - kept.mean() == pytest.approx(0.3 + 0.1 * 85 / 400 / 2, abs=0.05)   # + the rare long gaps

@@ -73,6 +73,11 @@ AWAY_TURN = 0.4                 # gait3d: chance that a path walked away from th
 GAP_LOG_MEDIAN, GAP_LOG_STD = math.log(0.07), 1.26      # gait3d: missing fraction per sequence (log-normal)
 
 
+def _check_detector(detector: str) -> None:
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+
+
 # ---------------------------------------------------------------------------------------------
 # What is drawn: subject signature, scene cameras, sequence conditions
 
@@ -235,32 +240,13 @@ def sample_conditions(rng: np.random.Generator, visit: Visit, camera: SceneCamer
                       min_frames: int = 40, max_frames: int = 160, detector: str = "plain") -> SequenceConditions:
     """Draw one recording during `visit`: exact path, speed, length and detector quality
     (`detector`: the detector model, DETECTORS)."""
-    if detector not in DETECTORS:
-        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    _check_detector(detector)
     num_frames = int(rng.integers(min_frames, max_frames + 1))
     speed = rng.uniform(0.85, 1.15)
     # Keep the whole path well in front of the camera, whichever way it is walked.
     half_path = 0.5 * num_frames / FPS * signature.stride_length * signature.cadence / 120.0 * speed
-    if detector == "gait3d":
-        return SequenceConditions(
-            camera_height=camera.height,
-            focal=camera.focal,
-            distance=max(visit.distance * rng.uniform(0.9, 1.1), half_path + 3.0),
-            lateral_offset=visit.lateral_offset + rng.normal(0.0, 0.3),
-            heading=visit.heading + rng.normal(0.0, 0.1),
-            speed=speed,
-            num_frames=num_frames,
-            start_phase=rng.uniform(0.0, 2 * math.pi),
-            first_frame=int(rng.integers(0, 20000)),
-            noise=rng.uniform(0.002, 0.0075),
-            box_jitter=rng.uniform(0.0025, 0.01),
-            crop_margin=rng.uniform(0.06, 0.12),
-            miss_rate=rng.uniform(0.0, 0.003),
-            swap_rate=rng.uniform(0.0, 0.004),
-            drop_rate=float(min(0.6, rng.lognormal(GAP_LOG_MEDIAN, GAP_LOG_STD))),
-            body_swap_rate=rng.uniform(0.0, 0.008),
-            detector=detector,
-        )
+    real = detector == "gait3d"
+    k = 0.5 if real else 1.0            # the gait3d model: half the jitter and the low-confidence spells
     return SequenceConditions(
         camera_height=camera.height,
         focal=camera.focal,
@@ -271,12 +257,14 @@ def sample_conditions(rng: np.random.Generator, visit: Visit, camera: SceneCamer
         num_frames=num_frames,
         start_phase=rng.uniform(0.0, 2 * math.pi),
         first_frame=int(rng.integers(0, 20000)),
-        noise=rng.uniform(0.004, 0.015),
-        box_jitter=rng.uniform(0.005, 0.02),
+        noise=rng.uniform(0.004 * k, 0.015 * k),
+        box_jitter=rng.uniform(0.005 * k, 0.02 * k),
         crop_margin=rng.uniform(0.06, 0.12),
-        miss_rate=rng.uniform(0.0, 0.006),
-        swap_rate=rng.uniform(0.0, 0.01),
-        drop_rate=rng.uniform(0.0, 0.06),
+        miss_rate=rng.uniform(0.0, 0.006 * k),
+        swap_rate=rng.uniform(0.0, 0.004 if real else 0.01),
+        drop_rate=float(min(0.6, rng.lognormal(GAP_LOG_MEDIAN, GAP_LOG_STD))) if real else rng.uniform(0.0, 0.06),
+        body_swap_rate=rng.uniform(0.0, 0.008) if real else 0.0,
+        detector=detector,
     )
 
 
@@ -430,11 +418,14 @@ def detect(image_points: np.ndarray, conditions: SequenceConditions, rng: np.ran
 
     keypoints = np.concatenate([xy, np.clip(confidence, 0.02, 0.99)[..., None]], axis=-1)
 
-    kept = _gaps(num_frames, c, rng) if c.detector == "gait3d" else rng.random(num_frames) >= c.drop_rate
-    if c.detector != "gait3d" and rng.random() < 0.3:                          # an occasional longer gap
-        gap = int(rng.integers(2, 8))
-        start = int(rng.integers(1, max(2, num_frames - gap)))
-        kept[start:start + gap] = False
+    if c.detector == "gait3d":
+        kept = _gaps(num_frames, c, rng)
+    else:
+        kept = rng.random(num_frames) >= c.drop_rate
+        if rng.random() < 0.3:                                                 # an occasional longer gap
+            gap = int(rng.integers(2, 8))
+            start = int(rng.integers(1, max(2, num_frames - gap)))
+            kept[start:start + gap] = False
     kept[[0, -1]] = True
     frames = c.first_frame + np.flatnonzero(kept)
     return SyntheticWalk(frames=frames.astype(np.int64), keypoints=keypoints[kept].astype(np.float32),
@@ -518,11 +509,6 @@ class SynthPlan:
             return None
         start = int(self.sequences[:subject].sum())
         return self.lengths[start:start + int(self.sequences[subject])]
-
-
-def _check_detector(detector: str) -> None:
-    if detector not in DETECTORS:
-        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
 
 
 def uniform_plan(subjects: int, sequences_per_subject: int, detector: str = "plain") -> SynthPlan:
