@@ -93,7 +93,8 @@ def start_server(model: Path, gallery: Path, args, log) -> tuple[subprocess.Pope
     port = free_port()
     command = [sys.executable, "-m", "bpmt.cli", "serve", str(model), "--gallery", str(gallery), "--host", "127.0.0.1",
                "--port", str(port), "--threads", str(args.threads), "--concurrency", str(args.concurrency),
-               "--max-connections", str(max(64, 4 * args.clients)), "--no-access-log", "--backend", args.backend]
+               "--batch", str(args.batch), "--max-connections", str(max(64, 4 * args.clients)), "--no-access-log",
+               "--backend", args.backend]
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     url = f"http://127.0.0.1:{port}"
@@ -162,13 +163,16 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames per query sequence (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="the server's torch threads (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=1, help="the server's parallel embeddings (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=16,
+                        help="the server's dynamic batch, sequences per shared pass (`bpmt serve --batch`; 1 = off; "
+                             "default: %(default)s)")
     parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                         help="what runs the server's network (`bpmt serve --backend`; default: %(default)s)")
     args = parser.parse_args()
     if (args.model is None) != (args.gallery is None) or (args.model is not None and args.data is None):
         parser.error("--model, --gallery and --data go together (or none of them: a tiny model is built)")
-    if min(args.requests, args.clients, args.frames, args.threads, args.concurrency) < 1:
-        parser.error("--requests, --clients, --frames, --threads and --concurrency must be >= 1")
+    if min(args.requests, args.clients, args.frames, args.threads, args.concurrency, args.batch) < 1:
+        parser.error("--requests, --clients, --frames, --threads, --concurrency and --batch must be >= 1")
 
     with tempfile.TemporaryDirectory(prefix="bpmt-http-load-") as work, open(Path(work) / "serve.log", "w+") as log:
         if args.model is None:
@@ -197,7 +201,7 @@ def main() -> int:
         body_kb = np.mean([len(b) for b in bodies]) / 1024
         print(f"POST /identify over loopback: {args.requests} requests from {args.clients} clients, "
               f"{args.frames}-frame sequences ({body_kb:.0f} kB JSON each), server --threads {args.threads} "
-              f"--concurrency {args.concurrency} --backend {args.backend}, {os.cpu_count()} CPUs")
+              f"--concurrency {args.concurrency} --batch {args.batch} --backend {args.backend}, {os.cpu_count()} CPUs")
         print(f"throughput:  {args.requests / wall:.1f} req/s ({wall:.1f} s)")
         print(f"latency:     p50 {np.percentile(ms, 50):.1f} ms, p95 {np.percentile(ms, 95):.1f} ms, "
               f"p99 {np.percentile(ms, 99):.1f} ms, max {ms.max():.1f} ms")

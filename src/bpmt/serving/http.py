@@ -19,9 +19,12 @@ that is already on its way is read and discarded, up to `DRAIN_BYTES` and `DRAIN
 the 413 is sent, so that clients which send the whole body before reading the answer receive it.
 
 Concurrency: the event loop only routes; parsing, embedding and searching run in worker threads,
-at most `Limits.concurrency` embeddings at a time (torch's own thread count is the caller's:
-`serve` sets it). An enrolment embeds under that limit, then commits through the gallery's
-atomic write and lock outside it, so identifications go on while an enrolment waits for the lock.
+at most `Limits.concurrency` forward passes at a time (torch's own thread count is the caller's:
+`serve` sets it). Requests that wait for a pass share the next one, up to `Limits.batch`
+sequences (`batching.RequestBatcher`: one pass over many chunks costs far less than one per
+request; a lone request runs at once). An enrolment embeds under that limit, then commits through
+the gallery's atomic write and lock outside it, so identifications go on while an enrolment waits
+for the lock.
 Every request first checks whether `gallery.json` changed (one `stat`) and reloads the gallery
 if so: enrolments made by other processes (`bpmt enroll`) are picked up on the next request.
 
@@ -55,9 +58,10 @@ from .http_limits import MAX_TOP_K, BodyLimit, Limits, model_min_frames
 from .http_requests import copy_upload, decode_json, form_options, media_type, pose, require_json, validate
 from .http_schemas import (ENROLL_BODY, ERRORS, IDENTIFY_BODY, IDENTIFY_ERRORS, EnrollRequest, EnrollResponse,
                            GalleryResponse, HealthResponse, IdentifyRequest, IdentifyResponse, openapi_with_requests)
-from .http_service import Service, video_available
+from .batching import RequestBatcher
+from .http_service import Service, query_sequence, video_available
 
-InThread = Callable[..., Awaitable[Any]]     # in_thread(function, *args, limiter="embed" | "video" | None)
+InThread = Callable[..., Awaitable[Any]]     # in_thread(function, *args, limiter="video" | None)
 
 
 def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits: Limits = Limits(),
@@ -73,17 +77,18 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
     if min_frames > limits.max_frames:
         raise BPMTError(f"--max-frames {limits.max_frames} is below the minimum sequence length {min_frames}")
     video = video_available()
+    batcher = RequestBatcher(service.embed_sequences, max_sequences=limits.batch, workers=limits.concurrency)
     runtime: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         import anyio
 
-        runtime["embed"] = anyio.CapacityLimiter(limits.concurrency)
         runtime["video"] = anyio.CapacityLimiter(1)
         yield
 
     async def in_thread(function: Callable, *args, limiter: str | None = None):
+        # Embeddings are bounded by the batcher (its callers wait in their threads, not here).
         import anyio
 
         return await anyio.to_thread.run_sync(function, *args, limiter=runtime[limiter] if limiter else None)
@@ -115,7 +120,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
         fields, keypoints = await in_thread(parse)
         await in_thread(service.gallery)                 # 409 for another model's gallery, before the work
         name = fields.name or f"{fields.identity}-http-{uuid.uuid4().hex[:12]}"
-        embedding = await in_thread(service.embed, keypoints, name, limiter="embed")
+        embedding = await in_thread(batcher.embed, [query_sequence(keypoints, name)])
         change = await in_thread(service.enroll, embedding, fields.identity, name)
         manifest = change.manifest
         return {"identity": fields.identity, "sequence": name, "frames": len(keypoints),
@@ -130,7 +135,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
         """Rank the gallery's identities for a pose sequence (JSON) or for every walker tracked in
         an uploaded video (multipart, field `video`). Distances use the model's metric."""
         if media_type(request) == "multipart/form-data":
-            return await identify_video(request, service, limits, in_thread)
+            return await identify_video(request, service, limits, in_thread, batcher)
         require_json(request, also=" (or multipart/form-data with a video)")
         body = await request.body()
 
@@ -142,7 +147,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
         threshold = fields.threshold if "threshold" in fields.model_fields_set else "gallery"
         name = fields.name or "query"
         await in_thread(service.gallery)               # reload (or 409) before embedding
-        embedding = await in_thread(service.embed, keypoints, name, limiter="embed")
+        embedding = await in_thread(batcher.embed, [query_sequence(keypoints, name)])
         gallery, results = await in_thread(service.identify, embedding, [name], fields.top_k, threshold)
         return identification_response(gallery, results, "keypoints", fields.top_k)
 
@@ -166,7 +171,8 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
     return app
 
 
-async def identify_video(request: Request, service: Service, limits: Limits, in_thread: InThread) -> dict:
+async def identify_video(request: Request, service: Service, limits: Limits, in_thread: InThread,
+                         batcher: RequestBatcher) -> dict:
     """POST /identify with a multipart video upload: every tracked walker identified."""
     try:
         from .video import VideoDependencyError, extract_sequences, native_stderr_silenced
@@ -203,7 +209,7 @@ async def identify_video(request: Request, service: Service, limits: Limits, in_
             raise HTTPException(413, f"{label}: a tracked walker spans {longest:,} frames, "
                                      f"at most {limits.max_frames:,} allowed")
         await in_thread(service.gallery)
-        embeddings = await in_thread(service.embed_sequences, sequences, limiter="embed")
+        embeddings = await in_thread(batcher.embed, sequences)
         gallery, results = await in_thread(service.identify, embeddings, [s.name for s in sequences], top_k,
                                            threshold)
         return identification_response(gallery, results, label, top_k)

@@ -1,6 +1,6 @@
 """CLI commands of the http feature (registered by bpmt.cli.build_parser):
 
-    bpmt serve MODEL --gallery DIR [--create-gallery] [--host 127.0.0.1] [--port 8000] [--threads 1] [--concurrency 1]
+    bpmt serve MODEL --gallery DIR [--create-gallery] [--host 127.0.0.1] [--port 8000] [--threads 1] [--concurrency 1] [--batch 16]
                [--max-body-mb 8] [--max-video-mb 64] [--max-frames 10000] [--min-frames N]
                [--max-connections 64] [--no-access-log]
 """
@@ -20,6 +20,7 @@ from ..cli import positive_int as _positive
 DEFAULT_MAX_BODY_MB = 8.0
 DEFAULT_MAX_VIDEO_MB = 64.0
 DEFAULT_MAX_FRAMES = 10_000
+DEFAULT_BATCH = 16
 
 
 def _port(text: str) -> int:
@@ -48,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     limits = Limits(max_body_bytes=max(1, int(args.max_body_mb * MB)),
                     max_video_bytes=max(1, int(args.max_video_mb * MB)), max_frames=args.max_frames,
-                    min_frames=args.min_frames, concurrency=args.concurrency)
+                    min_frames=args.min_frames, concurrency=args.concurrency, batch=args.batch)
     serve(args.model, args.gallery, host=args.host, port=args.port, limits=limits, threads=args.threads,
           access_log=not args.no_access_log, max_connections=args.max_connections,
           announce=lambda line: print(line, file=sys.stderr, flush=True), create_gallery=args.create_gallery,
@@ -77,7 +78,10 @@ def register(sub) -> None:
     p.add_argument("--threads", type=_positive, default=min(4, os.cpu_count() or 1),
                    help="torch and FAISS threads (default: %(default)s)")
     p.add_argument("--concurrency", type=_positive, default=1,
-                   help="sequences embedded at the same time; more requests wait (default: %(default)s)")
+                   help="forward passes run at the same time; more requests wait (default: %(default)s)")
+    p.add_argument("--batch", type=_positive, default=DEFAULT_BATCH,
+                   help="requests waiting for a pass are embedded together in one, up to this many sequences; "
+                        "1 = one request per pass (default: %(default)s)")
     p.add_argument("--max-body-mb", type=_megabytes, default=DEFAULT_MAX_BODY_MB,
                    help="largest JSON request body, in MB (default: %(default)s)")
     p.add_argument("--max-video-mb", type=_megabytes, default=DEFAULT_MAX_VIDEO_MB,

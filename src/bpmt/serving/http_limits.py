@@ -21,6 +21,7 @@ MB = 1 << 20
 DEFAULT_MAX_BODY_MB = 8.0
 DEFAULT_MAX_VIDEO_MB = 64.0
 DEFAULT_MAX_FRAMES = 10_000
+DEFAULT_BATCH = 16                   # sequences of waiting requests embedded in one pass (batching.py)
 MAX_TOP_K = 100
 DRAIN_BYTES = 64 * MB
 DRAIN_SECONDS = 10.0
@@ -35,9 +36,10 @@ class Limits:
     max_frames: int = DEFAULT_MAX_FRAMES
     min_frames: int | None = None
     concurrency: int = 1
+    batch: int = DEFAULT_BATCH
 
     def __post_init__(self) -> None:
-        for key in ("max_body_bytes", "max_video_bytes", "max_frames", "concurrency"):
+        for key in ("max_body_bytes", "max_video_bytes", "max_frames", "concurrency", "batch"):
             if getattr(self, key) < 1:
                 raise BPMTError(f"limit {key} must be >= 1, got {getattr(self, key)}")
         if self.min_frames is not None and not 1 <= self.min_frames <= self.max_frames:

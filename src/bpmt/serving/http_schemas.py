@@ -148,6 +148,7 @@ class LimitsOut(BaseModel):
     max_frames: int
     min_frames: int
     concurrency: int
+    batch: int
     max_top_k: int
 
 
