@@ -2,14 +2,18 @@
 
 For a `benchmarks/protocol.py` variant folder holding runs `seed<S>-fold<K>` of several seeds, each
 held-out fold is embedded by every seed's network (the network alone, the config's test-time
-read-out) and scored three ways, leave-one-out:
+read-out) and scored leave-one-out:
 
-* `single` — each seed's network on its own (the protocol's own figures), mean over seeds;
-* `K=n` — the n networks' embeddings averaged (each scaled to unit length first, so no member
-  dominates), for n = 2 .. all seeds, in seed order.
+* `K=1` — each seed's network on its own (the protocol's own figures), mean over seeds;
+* `K=n` — n networks' embeddings averaged (each scaled to unit length first, so no member
+  dominates), for n = 2 .. all seeds: the mean over every n-subset of the seeds (at most
+  `--draws` of them, in order), so that K = 2 of 5 seeds is not one lucky pair.
 
-It is still "the network": K copies of BPMT's network trained with different seeds, no other model
-(not the LDA). Mean ± std over folds.
+That is still "the network": K copies of BPMT's network trained with different seeds, no other
+model. When the runs' models are LDA ensembles (`ensemble.lda`), each row is also scored as the
+labelled ensemble `K=n + LDA`: the averaged network embedding fused with the LDA member exactly as
+`models.ensemble.Ensemble` fuses one network's (the LDA member is fitted on the fold's training
+identities without randomness, so every seed's is the same; the first seed's is used). Mean ± std over folds.
 
     python benchmarks/seed_ensemble.py --runs runs/protocol/gait3d --data CACHE --json out.json
 """
@@ -20,6 +24,7 @@ import argparse
 import json
 import re
 import sys
+from itertools import combinations, islice
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,8 @@ import numpy as np
 from bpmt.data.source import open_data
 from bpmt.engine.export import load_recognizer
 from bpmt.engine.threads import configure_threads
+from bpmt.models.ensemble import Ensemble
+from bpmt.models.handcrafted import corpus_features
 from bpmt.evaluation.evaluate import embed_corpus, score_embeddings
 from bpmt.evaluation.protocols import fold_split, load_folds, mean_std
 from bpmt.evaluation.report import format_folds
@@ -45,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="Gait3D 2D_Poses folder or prepared cache (the shipped subset)")
     parser.add_argument("--folds", default=str(FOLDS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = engine default)")
+    parser.add_argument("--draws", type=int, default=10, help="most n-subsets of the seeds scored per K (default: %(default)s)")
     parser.add_argument("--json", dest="json_out")
     args = parser.parse_args(argv)
 
@@ -63,32 +71,42 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(seed_sets.pop())
     corpus, _ = open_data(Path(args.data))
     folds = load_folds(args.folds)
-    rows: dict[str, list[dict]] = {"single": [], **{f"K={n}": [] for n in range(2, len(seeds) + 1)}}
+    rows: dict[str, list[dict]] = {}
     labels = []
     for k in sorted(folds_with):
         _, test_ids = fold_split(folds, k)
         test = corpus.select_ids(test_ids)
-        embeddings = []
+        embeddings, lda_model = [], None
         for seed in seeds:
             model, cfg, _, _ = load_recognizer(runs[k][seed])
             embeddings.append(embed_corpus(model, cfg, test, ensemble=False))
+            if lda_model is None and isinstance(model, Ensemble):
+                lda_model = model
         metric = cfg.eval.metric
+        features = corpus_features(test) if lda_model is not None else None
 
         def score(e: np.ndarray) -> dict:
             result = score_embeddings(e, test.names, test.subjects, metric=metric)["loo"]
             return {c: result[c] for c in COLUMNS}
 
-        singles = [score(e) for e in embeddings]
-        rows["single"].append({c: float(np.mean([s[c] for s in singles])) for c in COLUMNS})
-        for n in range(2, len(seeds) + 1):
-            rows[f"K={n}"].append(score(np.mean([unit(e) for e in embeddings[:n]], axis=0)))
+        def mean_of(scores: list[dict]) -> dict:
+            return {c: float(np.mean([s[c] for s in scores])) for c in COLUMNS}
+
+        for n in range(1, len(seeds) + 1):
+            draws = list(islice(combinations(range(len(seeds)), n), args.draws))
+            # K=1 scores each network's own embeddings, as protocol.py does; K>1 averages unit-length ones
+            fused = [embeddings[d[0]] if n == 1 else np.mean([unit(embeddings[i]) for i in d], axis=0) for d in draws]
+            rows.setdefault(f"K={n}", []).append(mean_of([score(e) for e in fused]))
+            if lda_model is not None:
+                rows.setdefault(f"K={n} + LDA", []).append(mean_of([score(lda_model(e, features)) for e in fused]))
         labels.append(f"fold {k}")
-        print(f"fold {k}: single {rows['single'][-1]['rank1']:.2f} / {rows['single'][-1]['mAP']:.2f}  "
-              f"K={len(seeds)} {rows[f'K={len(seeds)}'][-1]['rank1']:.2f} / {rows[f'K={len(seeds)}'][-1]['mAP']:.2f}",
-              file=sys.stderr)
+        last = f"K={len(seeds)}"
+        print(f"fold {k}: K=1 {rows['K=1'][-1]['rank1']:.2f} / {rows['K=1'][-1]['mAP']:.2f}  "
+              f"{last} {rows[last][-1]['rank1']:.2f} / {rows[last][-1]['mAP']:.2f}", file=sys.stderr)
     summary = {name: mean_std(values) for name, values in rows.items()}
     for name, values in rows.items():
-        print(f"\n{args.runs} — {name} (seeds {seeds}; the network alone):")
+        what = "labelled ensemble with the LDA" if "LDA" in name else "the network alone"
+        print(f"\n{args.runs} — {name} (seeds {seeds}; {what}):")
         print(format_folds(values, summary[name], COLUMNS, labels))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"runs": args.runs, "seeds": seeds, "folds": sorted(folds_with),

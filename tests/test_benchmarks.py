@@ -67,16 +67,17 @@ def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp
     assert set(variants) == {"chunked (default)", "whole", "pre-BN", "whole, pre-BN", "no flip"}
 
     # A second seed of the same variant: K independently seeded networks, embeddings averaged.
+    # (Its model carries the LDA member, so the labelled `K=n + LDA` rows are scored too.)
     seed1 = tmp_path / "seed1-real.json"
     assert protocol.main([*args[:args.index("--json")], "--json", str(seed1), *TINY_TRAIN,
-                          "stages=[phase1,finetune]", "--seeds", "1"]) == 0
+                          "stages=[phase1,finetune]", "ensemble.lda=true", "--seeds", "1"]) == 0
     ensemble_json = tmp_path / "seeds.json"
     assert load("seed_ensemble").main(["--runs", str(out / "tiny"), "--data", str(serving_synth), "--folds",
                                        str(folds), "--threads", "1", "--json", str(ensemble_json)]) == 0
     rows = json.loads(ensemble_json.read_text())["rows"]
     second = json.loads(seed1.read_text())["runs"][0]
-    assert abs(rows["single"]["folds"][0]["rank1"] - (run["rank1"] + second["rank1"]) / 2) < 1e-9
-    assert set(rows) == {"single", "K=2"}
+    assert abs(rows["K=1"]["folds"][0]["rank1"] - (run["rank1"] + second["rank1"]) / 2) < 1e-9
+    assert set(rows) == {"K=1", "K=2", "K=1 + LDA", "K=2 + LDA"}
     from bpmt.data.source import open_data
     from bpmt.engine.export import load_recognizer
     from bpmt.evaluation.evaluate import embed_corpus
@@ -89,6 +90,11 @@ def test_protocol_writes_results_plots_and_the_ablation_table(serving_synth, tmp
         both.append(e / np.linalg.norm(e, axis=1, keepdims=True))
     expected = leave_one_out((both[0] + both[1]) / 2, test.subjects)
     assert abs(rows["K=2"]["folds"][0]["mAP"] - expected["mAP"]) < 1e-6
+    from bpmt.models.handcrafted import corpus_features, fuse_embeddings
+    lda = model.lda(corpus_features(test))                                # seed 1's model: an LDA ensemble
+    fused_both = leave_one_out(fuse_embeddings((both[0] + both[1]) / 2, lda), test.subjects)
+    assert abs(rows["K=2 + LDA"]["folds"][0]["mAP"] - fused_both["mAP"]) < 1e-6
+    assert rows["K=2 + LDA"]["folds"][0]["mAP"] != rows["K=2"]["folds"][0]["mAP"]
 
     # Two invocations of one variant (here: the same fold under two seed labels) merge into one table.
     merge = load("protocol_merge")
