@@ -41,20 +41,25 @@ def run_requests(batcher: RequestBatcher, embedder: SlowEmbedder, first: list[in
         except Exception as exc:          # noqa: BLE001 - the test inspects it
             results[index] = exc
 
-    threads = [threading.Thread(target=call, args=(0, first))]
+    threads = [threading.Thread(target=call, args=(0, first), daemon=True)]
     threads[0].start()
     assert embedder.started.wait(10)
     for index, items in enumerate(later, 1):
-        thread = threading.Thread(target=call, args=(index, items))
+        thread = threading.Thread(target=call, args=(index, items), daemon=True)
         thread.start()
         threads.append(thread)
         deadline = time.monotonic() + 10               # queue them in this order
         while len(batcher._waiting) < index and time.monotonic() < deadline:
             time.sleep(0.001)
     embedder.release.set()
+    finish(threads)
+    return results
+
+
+def finish(threads: list[threading.Thread]) -> None:
     for thread in threads:
         thread.join(10)
-    return results
+        assert not thread.is_alive(), "a caller never returned"
 
 
 def test_requests_waiting_behind_a_pass_share_the_next_one():
@@ -104,17 +109,111 @@ def test_workers_bound_the_passes_running_at_once():
         return np.zeros((len(items), 1))
 
     batcher = RequestBatcher(embed, max_sequences=1, workers=2)
-    threads = [threading.Thread(target=batcher.embed, args=([i],)) for i in range(8)]
+    threads = [threading.Thread(target=batcher.embed, args=([i],), daemon=True) for i in range(8)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(10)
+    finish(threads)
     assert peak[0] == 2
+
+
+def test_a_caller_whose_request_is_in_a_running_pass_does_not_lead_another():
+    """Two workers: a caller whose request was taken into another caller's pass answers as soon
+    as that pass ends, without first running a pass for later requests."""
+    gates = {item: threading.Event() for item in (1, 2, 3, 5)}
+    started: list[list[int]] = []
+    lock = threading.Lock()
+
+    def embed(items):
+        with lock:
+            started.append(list(items))
+        assert gates[items[0]].wait(10)
+        return np.array([[i] for i in items], dtype=np.float32)
+
+    batcher = RequestBatcher(embed, max_sequences=16, workers=2)
+    returned: dict[int, float] = {}
+
+    def call(item):
+        batcher.embed([item])
+        returned[item] = time.monotonic()
+
+    threads: dict[int, threading.Thread] = {}
+
+    def submit(item, passes_started=None, waiting=None):
+        threads[item] = threading.Thread(target=call, args=(item,), daemon=True)
+        threads[item].start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not ((passes_started is None or len(started) >= passes_started)
+                                                   and (waiting is None or len(batcher._waiting) >= waiting)):
+            time.sleep(0.001)
+
+    submit(1, passes_started=1)
+    submit(2, passes_started=2)                  # both slots busy
+    submit(3, waiting=1)
+    submit(4, waiting=2)
+    gates[1].set()                               # pass [1] ends; 3 and 4 share the next pass
+    deadline = time.monotonic() + 10
+    while len(started) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert started[2] == [3, 4]
+    submit(5, waiting=1)
+    gates[2].set()                               # pass [2] ends: only 5's own caller may lead pass [5]
+    while len(started) < 4 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert started[3] == [5]
+    gates[3].set()                               # pass [3, 4] ends while pass [5] still runs
+    for item in (3, 4):
+        threads[item].join(10)
+        assert not threads[item].is_alive(), f"request {item} waited for a pass that was not its own"
+    assert 5 not in returned
+    gates[5].set()
+    finish(list(threads.values()))
+
+
+def test_an_interrupted_shared_pass_fails_every_request_in_it():
+    class Interrupted(BaseException):
+        pass
+
+    embedder = SlowEmbedder()
+    original = embedder.__call__
+
+    def embed(items):
+        if len(items) > 1:
+            raise Interrupted()
+        return original(items)
+
+    batcher = RequestBatcher(embed, max_sequences=16, workers=1)
+    embedder_calls = embedder
+    results: dict[int, object] = {}
+
+    def call(index, items):
+        try:
+            results[index] = batcher.embed(items)
+        except BaseException as exc:      # noqa: BLE001 - the test inspects it
+            results[index] = exc
+
+    first = threading.Thread(target=call, args=(0, [1]), daemon=True)
+    first.start()
+    assert embedder_calls.started.wait(10)
+    later = []
+    for index, item in enumerate((2, 3), 1):
+        later.append(threading.Thread(target=call, args=(index, [item]), daemon=True))
+        later[-1].start()
+        deadline = time.monotonic() + 10
+        while len(batcher._waiting) < index and time.monotonic() < deadline:
+            time.sleep(0.001)
+    embedder.release.set()
+    finish([first, *later])
+    assert results[0].tolist() == [[1, 1]]
+    outcomes = [results[1], results[2]]
+    assert all(isinstance(o, BaseException) for o in outcomes), outcomes      # never a silent None
+    assert any(isinstance(o, Interrupted) for o in outcomes)
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="max_sequences"):
         RequestBatcher(lambda items: None, max_sequences=0)
+    with pytest.raises(ValueError, match="workers"):
+        RequestBatcher(lambda items: None, workers=0)
 
 
 def test_embedding_requests_together_equals_embedding_each_alone(tiny_model, serving_synth):

@@ -1,12 +1,13 @@
-"""Requests that arrive together are embedded together (`bpmt serve`'s dynamic batching).
+"""Requests that wait together are embedded together (`bpmt serve`'s dynamic batching).
 
-One forward pass over the chunks of several requests costs far less than one pass per request:
-at one 100-frame request (4 chunks with flip TTA) the network's time is mostly per-kernel
-overhead, at 64 chunks mostly arithmetic (docs/benchmarks.md). `RequestBatcher.embed` is called
-from the server's worker threads; whichever caller finds a free slot (at most `workers` passes run
-at once) takes every request waiting at that moment, up to `max_sequences` sequences, and embeds
-them in one `embed_many` call. Nothing waits for company: a lone request runs at once, so a single
-client sees no added latency; under load, requests that queued behind a running pass share the next.
+One embedding call over the chunks of several requests costs less than one call per request: at
+one 100-frame request (4 chunks with flip TTA) much of the network's time is per-kernel overhead,
+which a larger batch shares (docs/benchmarks.md has the measured gain per backend).
+`RequestBatcher.embed` is called from the server's worker threads; a caller whose request is still
+queued and finds a free slot (at most `workers` calls run at once) takes every request waiting at
+that moment, up to `max_sequences` sequences, and embeds them in one `embed_many` call. Nothing
+waits for company: a lone request runs at once, so a single client sees no added latency; when all
+slots are busy, the requests that queue meanwhile share the next call.
 
 Each request's embeddings are the ones it would get alone (padding is masked; equal up to float
 rounding, tested). If a shared pass fails, its requests are embedded one by one, so that each gets
@@ -54,7 +55,9 @@ class RequestBatcher:
             while True:
                 if request.done:
                     break
-                if self._running < self.workers and self._waiting:
+                # Lead a pass only while one's own request still waits: a caller whose request is in a
+                # running pass must not take on another pass before it can answer.
+                if self._running < self.workers and request in self._waiting:
                     batch = self._take()
                     self._running += 1
                     self._changed.release()
@@ -87,6 +90,8 @@ class RequestBatcher:
             try:
                 out = self.embed_many([item for request in batch for item in request.items])
             except Exception:            # one request's fault must not fail the others: run them alone
+                out = None
+            if out is None:              # (outside the except: no request's error carries another's as context)
                 self._embed_each(batch)
                 return
             start = 0
@@ -94,12 +99,15 @@ class RequestBatcher:
                 request.result = out[start:start + len(request.items)]
                 start += len(request.items)
         finally:
-            for request in batch:
-                request.done = True
+            with self._changed:
+                for request in batch:
+                    if request.result is None and request.error is None:    # the pass was aborted
+                        request.error = RuntimeError("the shared embedding pass was interrupted")
+                    request.done = True
 
     def _embed_each(self, batch: list[_Request]) -> None:
         for request in batch:
             try:
                 request.result = self.embed_many(request.items)
-            except BaseException as exc:           # handed to the request's own caller, re-raised there
+            except Exception as exc:               # handed to the request's own caller, re-raised there
                 request.error = exc

@@ -19,10 +19,10 @@ that is already on its way is read and discarded, up to `DRAIN_BYTES` and `DRAIN
 the 413 is sent, so that clients which send the whole body before reading the answer receive it.
 
 Concurrency: the event loop only routes; parsing, embedding and searching run in worker threads,
-at most `Limits.concurrency` forward passes at a time (torch's own thread count is the caller's:
-`serve` sets it). Requests that wait for a pass share the next one, up to `Limits.batch`
-sequences (`batching.RequestBatcher`: one pass over many chunks costs far less than one per
-request; a lone request runs at once). An enrolment embeds under that limit, then commits through
+at most `Limits.concurrency` embedding calls at a time (torch's own thread count is the caller's:
+`serve` sets it). Requests that wait for a free call share the next one, up to `Limits.batch`
+sequences (`batching.RequestBatcher`: one call over many chunks costs less than one per request;
+a lone request runs at once). An enrolment embeds under that limit, then commits through
 the gallery's atomic write and lock outside it, so identifications go on while an enrolment waits
 for the lock.
 Every request first checks whether `gallery.json` changed (one `stat`) and reloads the gallery
@@ -61,7 +61,7 @@ from .http_schemas import (ENROLL_BODY, ERRORS, IDENTIFY_BODY, IDENTIFY_ERRORS, 
 from .batching import RequestBatcher
 from .http_service import Service, query_sequence, video_available
 
-InThread = Callable[..., Awaitable[Any]]     # in_thread(function, *args, limiter="video" | None)
+InThread = Callable[..., Awaitable[Any]]     # in_thread(function, *args, limiter="embed" | "video" | None)
 
 
 def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits: Limits = Limits(),
@@ -78,17 +78,22 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
         raise BPMTError(f"--max-frames {limits.max_frames} is below the minimum sequence length {min_frames}")
     video = video_available()
     batcher = RequestBatcher(service.embed_sequences, max_sequences=limits.batch, workers=limits.concurrency)
+
+    def embed_one(keypoints: np.ndarray, name: str) -> np.ndarray:
+        return batcher.embed([query_sequence(keypoints, name)])
     runtime: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         import anyio
 
+        # Callers wait inside the batcher in their own threads: a limiter of their own, so that they
+        # never hold the shared pool's threads (/health, parsing and searching go on meanwhile).
+        runtime["embed"] = anyio.CapacityLimiter(limits.concurrency * (limits.batch + 1))
         runtime["video"] = anyio.CapacityLimiter(1)
         yield
 
     async def in_thread(function: Callable, *args, limiter: str | None = None):
-        # Embeddings are bounded by the batcher (its callers wait in their threads, not here).
         import anyio
 
         return await anyio.to_thread.run_sync(function, *args, limiter=runtime[limiter] if limiter else None)
@@ -120,7 +125,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
         fields, keypoints = await in_thread(parse)
         await in_thread(service.gallery)                 # 409 for another model's gallery, before the work
         name = fields.name or f"{fields.identity}-http-{uuid.uuid4().hex[:12]}"
-        embedding = await in_thread(batcher.embed, [query_sequence(keypoints, name)])
+        embedding = await in_thread(embed_one, keypoints, name, limiter="embed")
         change = await in_thread(service.enroll, embedding, fields.identity, name)
         manifest = change.manifest
         return {"identity": fields.identity, "sequence": name, "frames": len(keypoints),
@@ -147,7 +152,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
         threshold = fields.threshold if "threshold" in fields.model_fields_set else "gallery"
         name = fields.name or "query"
         await in_thread(service.gallery)               # reload (or 409) before embedding
-        embedding = await in_thread(batcher.embed, [query_sequence(keypoints, name)])
+        embedding = await in_thread(embed_one, keypoints, name, limiter="embed")
         gallery, results = await in_thread(service.identify, embedding, [name], fields.top_k, threshold)
         return identification_response(gallery, results, "keypoints", fields.top_k)
 
@@ -209,7 +214,7 @@ async def identify_video(request: Request, service: Service, limits: Limits, in_
             raise HTTPException(413, f"{label}: a tracked walker spans {longest:,} frames, "
                                      f"at most {limits.max_frames:,} allowed")
         await in_thread(service.gallery)
-        embeddings = await in_thread(batcher.embed, sequences)
+        embeddings = await in_thread(batcher.embed, sequences, limiter="embed")
         gallery, results = await in_thread(service.identify, embeddings, [s.name for s in sequences], top_k,
                                            threshold)
         return identification_response(gallery, results, label, top_k)

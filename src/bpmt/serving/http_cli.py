@@ -78,9 +78,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=_positive, default=min(4, os.cpu_count() or 1),
                    help="torch and FAISS threads (default: %(default)s)")
     p.add_argument("--concurrency", type=_positive, default=1,
-                   help="forward passes run at the same time; more requests wait (default: %(default)s)")
+                   help="embedding calls run at the same time; more requests wait (default: %(default)s)")
     p.add_argument("--batch", type=_positive, default=DEFAULT_BATCH,
-                   help="requests waiting for a pass are embedded together in one, up to this many sequences; "
+                   help="requests waiting for a free call are embedded together in one, up to this many sequences; "
                         "1 = one request per pass (default: %(default)s)")
     p.add_argument("--max-body-mb", type=_megabytes, default=DEFAULT_MAX_BODY_MB,
                    help="largest JSON request body, in MB (default: %(default)s)")

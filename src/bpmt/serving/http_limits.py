@@ -29,7 +29,8 @@ DRAIN_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for. `min_frames=None`: the model's minimum (`model_min_frames`)."""
+    """What one request may ask for, and how many embedding calls run at once (`concurrency`) over
+    how many waiting sequences each (`batch`). `min_frames=None`: the model's minimum (`model_min_frames`)."""
 
     max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * MB)
     max_video_bytes: int = int(DEFAULT_MAX_VIDEO_MB * MB)
