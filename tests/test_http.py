@@ -764,6 +764,36 @@ def test_server_log_has_no_mediapipe_lines_after_a_real_video_upload(tiny_model,
         assert fragment not in output, output
 
 
+def test_served_connections_do_not_wait_for_delayed_acks():
+    """Connections accepted on `serve`'s socket have Nagle's algorithm off (TCP_NODELAY), as asyncio
+    sets it for TCP sockets: otherwise each answer on a kept-alive connection waits ~40 ms."""
+    import asyncio
+    import socket
+
+    from bpmt.serving.http import listening_socket
+
+    async def accepted_nodelay() -> int:
+        loop = asyncio.get_running_loop()
+        seen = loop.create_future()
+
+        class Accept(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        sock = listening_socket("127.0.0.1", 0)
+        server = await loop.create_server(Accept, sock=sock)
+        _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        try:
+            return await asyncio.wait_for(seen, 10)
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
 def test_cli_defaults_are_the_service_defaults():
     from bpmt.serving import http_cli, http_limits
 
