@@ -21,10 +21,10 @@ the 413 is sent, so that clients which send the whole body before reading the an
 Concurrency: the event loop only routes; parsing, embedding and searching run in worker threads,
 at most `Limits.concurrency` embedding calls at a time (torch's own thread count is the caller's:
 `serve` sets it). Requests that wait for a free call share the next one, up to `Limits.batch`
-sequences (`batching.RequestBatcher`: one call over many chunks costs less than one per request;
-a lone request runs at once). An enrolment embeds under that limit, then commits through
-the gallery's atomic write and lock outside it, so identifications go on while an enrolment waits
-for the lock.
+sequences (`Service.embed_sequences`, `batching.RequestBatcher`: one call over many chunks costs
+less than one per request; a lone request runs at once). An enrolment embeds under that limit,
+then commits through the gallery's atomic write and lock outside it, so identifications go on
+while an enrolment waits for the lock.
 Every request first checks whether `gallery.json` changed (one `stat`) and reloads the gallery
 if so: enrolments made by other processes (`bpmt enroll`) are picked up on the next request.
 
@@ -58,8 +58,7 @@ from .http_limits import MAX_TOP_K, BodyLimit, Limits, model_min_frames
 from .http_requests import copy_upload, decode_json, form_options, media_type, pose, require_json, validate
 from .http_schemas import (ENROLL_BODY, ERRORS, IDENTIFY_BODY, IDENTIFY_ERRORS, EnrollRequest, EnrollResponse,
                            GalleryResponse, HealthResponse, IdentifyRequest, IdentifyResponse, openapi_with_requests)
-from .batching import RequestBatcher
-from .http_service import Service, query_sequence, video_available
+from .http_service import Service, video_available
 
 InThread = Callable[..., Awaitable[Any]]     # in_thread(function, *args, limiter="embed" | "video" | None)
 
@@ -72,15 +71,11 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
     `backend`, `threads`: what runs the network (`engine.onnx_model.inference_network`)."""
     from .. import __version__
 
-    service = Service(model, gallery_dir, create_gallery, backend, threads)
+    service = Service(model, gallery_dir, create_gallery, backend, threads, limits.batch, limits.concurrency)
     min_frames = limits.min_frames or model_min_frames(service.config)
     if min_frames > limits.max_frames:
         raise BPMTError(f"--max-frames {limits.max_frames} is below the minimum sequence length {min_frames}")
     video = video_available()
-    batcher = RequestBatcher(service.embed_sequences, max_sequences=limits.batch, workers=limits.concurrency)
-
-    def embed_one(keypoints: np.ndarray, name: str) -> np.ndarray:
-        return batcher.embed([query_sequence(keypoints, name)])
     runtime: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -125,7 +120,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
         fields, keypoints = await in_thread(parse)
         await in_thread(service.gallery)                 # 409 for another model's gallery, before the work
         name = fields.name or f"{fields.identity}-http-{uuid.uuid4().hex[:12]}"
-        embedding = await in_thread(embed_one, keypoints, name, limiter="embed")
+        embedding = await in_thread(service.embed, keypoints, name, limiter="embed")
         change = await in_thread(service.enroll, embedding, fields.identity, name)
         manifest = change.manifest
         return {"identity": fields.identity, "sequence": name, "frames": len(keypoints),
@@ -140,7 +135,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
         """Rank the gallery's identities for a pose sequence (JSON) or for every walker tracked in
         an uploaded video (multipart, field `video`). Distances use the model's metric."""
         if media_type(request) == "multipart/form-data":
-            return await identify_video(request, service, limits, in_thread, batcher)
+            return await identify_video(request, service, limits, in_thread)
         require_json(request, also=" (or multipart/form-data with a video)")
         body = await request.body()
 
@@ -152,7 +147,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
         threshold = fields.threshold if "threshold" in fields.model_fields_set else "gallery"
         name = fields.name or "query"
         await in_thread(service.gallery)               # reload (or 409) before embedding
-        embedding = await in_thread(embed_one, keypoints, name, limiter="embed")
+        embedding = await in_thread(service.embed, keypoints, name, limiter="embed")
         gallery, results = await in_thread(service.identify, embedding, [name], fields.top_k, threshold)
         return identification_response(gallery, results, "keypoints", fields.top_k)
 
@@ -176,8 +171,7 @@ def create_app(model: str | os.PathLike, gallery_dir: str | os.PathLike, limits:
     return app
 
 
-async def identify_video(request: Request, service: Service, limits: Limits, in_thread: InThread,
-                         batcher: RequestBatcher) -> dict:
+async def identify_video(request: Request, service: Service, limits: Limits, in_thread: InThread) -> dict:
     """POST /identify with a multipart video upload: every tracked walker identified."""
     try:
         from .video import VideoDependencyError, extract_sequences, native_stderr_silenced
@@ -214,7 +208,7 @@ async def identify_video(request: Request, service: Service, limits: Limits, in_
             raise HTTPException(413, f"{label}: a tracked walker spans {longest:,} frames, "
                                      f"at most {limits.max_frames:,} allowed")
         await in_thread(service.gallery)
-        embeddings = await in_thread(batcher.embed, sequences, limiter="embed")
+        embeddings = await in_thread(service.embed_sequences, sequences, limiter="embed")
         gallery, results = await in_thread(service.identify, embeddings, [s.name for s in sequences], top_k,
                                            threshold)
         return identification_response(gallery, results, label, top_k)

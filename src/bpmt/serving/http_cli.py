@@ -81,7 +81,7 @@ def register(sub) -> None:
                    help="embedding calls run at the same time; more requests wait (default: %(default)s)")
     p.add_argument("--batch", type=_positive, default=DEFAULT_BATCH,
                    help="requests waiting for a free call are embedded together in one, up to this many sequences; "
-                        "1 = one request per pass (default: %(default)s)")
+                        "1 = one request per call (default: %(default)s)")
     p.add_argument("--max-body-mb", type=_megabytes, default=DEFAULT_MAX_BODY_MB,
                    help="largest JSON request body, in MB (default: %(default)s)")
     p.add_argument("--max-video-mb", type=_megabytes, default=DEFAULT_MAX_VIDEO_MB,

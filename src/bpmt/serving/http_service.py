@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import gallery as store
+from .batching import RequestBatcher
 
 
 class EmptyGallery(store.GalleryError):
@@ -27,12 +28,14 @@ class Service:
     empty folder is a new gallery, which the first enrolment creates."""
 
     def __init__(self, model: str | os.PathLike, gallery_dir: str | os.PathLike, create_gallery: bool = False,
-                 backend: str = "auto", threads: int = 0):
+                 backend: str = "auto", threads: int = 0, batch: int = 1, workers: int = 1):
         from ..engine.export import load_recognizer
         from ..engine.onnx_model import inference_network
 
         self.model, self.config, self.meta, self.fingerprint = load_recognizer(model)
         self.network = inference_network(model, self.model, self.config, self.fingerprint, backend, threads)
+        # Concurrent callers' sequences share embedding calls (at most `workers` at once, `batch` sequences each).
+        self._batcher = RequestBatcher(self._embed_now, max_sequences=batch, workers=workers)
         self.metric = self.config.eval.metric
         self.root = Path(gallery_dir)
         self._gallery: store.Gallery | None = None
@@ -89,7 +92,11 @@ class Service:
         return self.embed_sequences([query_sequence(keypoints, name)])
 
     def embed_sequences(self, sequences: list) -> np.ndarray:
-        """`[Sequence]` -> `(N, E)` embeddings."""
+        """`[Sequence]` -> `(N, E)` embeddings; blocks while the batcher's call slots are busy, then
+        shares the next call with other waiting callers (`batching.RequestBatcher`)."""
+        return self._batcher.embed(sequences)
+
+    def _embed_now(self, sequences: list) -> np.ndarray:
         from ..data.corpus import PoseCorpus
         from ..evaluation.evaluate import embed_corpus
 
