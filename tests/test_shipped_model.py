@@ -79,3 +79,16 @@ def test_the_synthetic_pretraining_is_shipped_with_its_card():
     card = shipped.card.read_text()
     assert fingerprint in card and "bpmt synth" in card and "--detector gait3d" in card
     assert load_config(ROOT / "configs" / "gait3d.yaml").init == "synthetic-walkers"
+
+
+def test_the_larger_synthetic_pretraining_is_shipped_with_its_card():
+    """`synthetic-walkers-750`: row H's start (750 synthetic identities), same architecture as the default's start."""
+    shipped = shipped_model("synthetic-walkers-750")
+    assert shipped is not None
+    model, config, meta, fingerprint = load_recognizer("synthetic-walkers-750")
+    assert meta["num_classes"] == 750 and meta["data"].startswith("synthetic walkers") and "--scale 0.25" in meta["data"]
+    assert config.stages == ["phase1", "phase2", "finetune"] and config.finetune.steps == 4000
+    _, default_start, _, _ = load_recognizer("synthetic-walkers")
+    assert config_to_dict(config)["model"] == config_to_dict(default_start)["model"]     # a drop-in `init`
+    card = shipped.card.read_text()
+    assert fingerprint in card and "--scale 0.25" in card and "finetune.steps=4000" in card
