@@ -12,6 +12,7 @@ from bpmt.config import config_to_dict, load_config
 from bpmt.engine.export import load_recognizer, resolve_model_path
 from bpmt.engine.pretrained import DEFAULT_MODEL, shipped_model, shipped_models
 from bpmt.models.ensemble import Ensemble
+from bpmt.models.recognizer import BPMTRecognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,8 +22,9 @@ def test_the_default_model_is_shipped_and_loads_by_name():
     assert shipped is not None and shipped in shipped_models()
     assert resolve_model_path(DEFAULT_MODEL) == shipped.weights
     model, config, meta, fingerprint = load_recognizer(DEFAULT_MODEL)     # fingerprint and strict load
-    assert isinstance(model, Ensemble) and model.lda.is_fitted
+    assert isinstance(model, BPMTRecognizer) and not isinstance(model, Ensemble)   # the network alone
     assert meta["num_classes"] == 38
+    assert meta["init"]["sha256"] == load_recognizer("synthetic-walkers-750")[3]      # started from row H's start
     card = shipped.card.read_text()
     assert "non-commercial" in card and "bpmt train" in card and fingerprint in card
 
@@ -39,7 +41,7 @@ def test_models_command_lists_it(capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     (row,) = [r for r in rows if r["name"] == DEFAULT_MODEL]
-    assert row["default"] and row["identities"] == 38 and row["ensemble_lda"] and len(row["sha256"]) == 64
+    assert row["default"] and row["identities"] == 38 and not row["ensemble_lda"] and len(row["sha256"]) == 64
     assert main(["models"]) == 0
     assert f"{DEFAULT_MODEL}  (default)" in capsys.readouterr().out
 
@@ -70,7 +72,7 @@ def test_a_model_name_that_is_neither_shipped_nor_a_file_is_a_clear_error(capsys
 
 
 def test_the_synthetic_pretraining_is_shipped_with_its_card():
-    """`synthetic-walkers`: the start of configs/gait3d.yaml, trained on synthetic walkers only."""
+    """`synthetic-walkers`: 375 synthetic walkers only (row C's start, the default's until row H)."""
     shipped = shipped_model("synthetic-walkers")
     assert shipped is not None
     model, config, meta, fingerprint = load_recognizer("synthetic-walkers")
@@ -78,11 +80,10 @@ def test_the_synthetic_pretraining_is_shipped_with_its_card():
     assert config.data.scale == "frame" and config.stages == ["phase1", "phase2", "finetune"]
     card = shipped.card.read_text()
     assert fingerprint in card and "bpmt synth" in card and "--detector gait3d" in card
-    assert load_config(ROOT / "configs" / "gait3d.yaml").init == "synthetic-walkers"
 
 
 def test_the_larger_synthetic_pretraining_is_shipped_with_its_card():
-    """`synthetic-walkers-750`: row H's start (750 synthetic identities), same architecture as the default's start."""
+    """`synthetic-walkers-750`: the start of configs/gait3d.yaml (row H: 750 synthetic identities)."""
     shipped = shipped_model("synthetic-walkers-750")
     assert shipped is not None
     model, config, meta, fingerprint = load_recognizer("synthetic-walkers-750")
@@ -92,3 +93,4 @@ def test_the_larger_synthetic_pretraining_is_shipped_with_its_card():
     assert config_to_dict(config)["model"] == config_to_dict(default_start)["model"]     # a drop-in `init`
     card = shipped.card.read_text()
     assert fingerprint in card and "--scale 0.25" in card and "finetune.steps=4000" in card
+    assert load_config(ROOT / "configs" / "gait3d.yaml").init == "synthetic-walkers-750"
